@@ -1,0 +1,11 @@
+"""ot-experiments: a config-driven framework for neural optimal transport experiments."""
+
+from omegaconf import OmegaConf
+
+OmegaConf.register_new_resolver("max", lambda *a: max(a), replace=True)
+OmegaConf.register_new_resolver("mul", lambda *a: __import__("math").prod(a), replace=True)
+
+from ot_experiments.results import Run, load_run  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Run", "__version__", "load_run"]

@@ -1,0 +1,18 @@
+"""Errors that reach the user as one sentence (Hydra prints them without a traceback)."""
+
+from hydra.errors import CompactHydraException
+
+
+class ConfigError(CompactHydraException):
+    """Bad input found before training: says what is wrong and what would be right."""
+
+
+class TrainingDiverged(CompactHydraException):
+    """The loss became NaN or infinite; carries the step at which it happened."""
+
+    def __init__(self, step: int, value: float) -> None:
+        self.step = step
+        super().__init__(
+            f"training diverged at step {step}: the loss is {value}; "
+            "lower the learning rate (optimizer.lr) or the loss weights and run again"
+        )

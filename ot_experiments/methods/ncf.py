@@ -1,0 +1,208 @@
+"""NCF: neural Hamilton–Jacobi characteristic flows (paper 003, METHODS.md §4).
+
+One potential u_θ(x, t) solves ∂t u + H(∇u) = 0 on Ω × [0, T]. Characteristics are straight
+lines, so both OT maps are closed-form:
+
+    T_θ(x) = x + T ∇H(∇ₓu_θ(x, 0)),      S_θ(y) = y − T ∇H(∇ₓu_θ(y, T)).
+
+Training minimises L_HJ + λ L_MMD (energy-distance MMD in both directions, per class when the
+problem has labels). The math is in the pure functions below; ``NCF`` wires them to Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ot_experiments.costs import QuadraticHamiltonian
+from ot_experiments.errors import ConfigError
+from ot_experiments.methods.base import OTMethod
+from ot_experiments.metrics.distances import energy_distance
+
+# u(x, t): x (n, d), t (n, 1) → (n,)
+Potential = Callable[[Tensor, Tensor], Tensor]
+
+
+def value_and_spatial_grad(
+    u: Potential, x: Tensor, t: Tensor, create_graph: bool = True
+) -> tuple[Tensor, Tensor]:
+    """u(x, t) (n,) and ∇ₓu(x, t) (n, d) by autograd (x need not require grad)."""
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        val = u(x, t)
+        (grad,) = torch.autograd.grad(val.sum(), x, create_graph=create_graph)
+    return val, grad
+
+
+def ncf_forward_map(u: Potential, x: Tensor, horizon: float, ham, create_graph=False) -> Tensor:
+    """T(x) = x + T ∇H(∇ₓu(x, 0)); x (n, d) → (n, d)."""
+    t0 = torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
+    _, p = value_and_spatial_grad(u, x, t0, create_graph)
+    return x + horizon * ham.grad(p)
+
+
+def ncf_backward_map(u: Potential, y: Tensor, horizon: float, ham, create_graph=False) -> Tensor:
+    """S(y) = y − T ∇H(∇ₓu(y, T)); y (n, d) → (n, d)."""
+    t1 = torch.full((y.shape[0], 1), float(horizon), device=y.device, dtype=y.dtype)
+    _, p = value_and_spatial_grad(u, y, t1, create_graph)
+    return y - horizon * ham.grad(p)
+
+
+def hj_implicit_residual(u: Potential, x: Tensor, t: Tensor, ham) -> Tensor:
+    """Residual of the implicit solution formula of ∂t u + H(∇u) = 0, shape (n,).
+
+    r(x, t) = u(x, t) − u(x − t ∇H(p), 0) − t [p · ∇H(p) − H(p)],  p = ∇ₓu(x, t);
+    x (n, d), t (n, 1). Zero for every (x, t) when u solves the HJ equation.
+    """
+    val, p = value_and_spatial_grad(u, x, t, create_graph=True)
+    dh = ham.grad(p)
+    foot = x - t * dh
+    return val - u(foot, torch.zeros_like(t)) - t[:, 0] * ((p * dh).sum(-1) - ham(p))
+
+
+def hj_pinn_residual(u: Potential, x: Tensor, t: Tensor, ham) -> Tensor:
+    """PDE residual ∂t u(x, t) + H(∇ₓu(x, t)), shape (n,); x (n, d), t (n, 1)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        t = t.detach().requires_grad_(True)
+        val = u(x, t)
+        px, pt = torch.autograd.grad(val.sum(), (x, t), create_graph=True)
+    return pt[:, 0] + ham(px)
+
+
+class NCF(OTMethod):
+    """Neural characteristic flow.
+
+    Parameters
+    ----------
+    problem : Problem
+        Needs samples; uses labels for class-conditional MMD when ``conditional`` allows.
+    network : callable
+        Partial network constructor, called as ``network(in_dim=d + 1, out_dim=1)``.
+    optimizer, scheduler : callable
+        Partial constructors (see ``OTMethod``).
+    hamiltonian : object
+        ``QuadraticHamiltonian`` or ``PowerHamiltonian`` (cost c(x, y) = h(y − x)).
+    horizon : float
+        Terminal time T of the HJ equation.
+    mmd_weight : float
+        λ in L_HJ + λ L_MMD.
+    hj_loss : {"implicit", "pinn", "none"}
+        Implicit-formula loss (the paper), the HJ-PINN ablation, or MMD only.
+    n_collocation, n_mmd : int
+        Collocation points on Ω × [0, T] and MMD samples per side per step.
+    conditional : {"auto", True, False}
+        Class-conditional MMD; ``auto`` uses labels whenever the problem offers them.
+    time_weight_decay : float
+        w(t) = exp(−a t / T) in the HJ loss; a = 0 gives w ≡ 1.
+    """
+
+    has_inverse = True
+
+    def __init__(
+        self,
+        problem,
+        network: Callable,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        hamiltonian=None,
+        horizon: float = 1.0,
+        mmd_weight: float = 1.0,
+        hj_loss: str = "implicit",
+        n_collocation: int = 1000,
+        n_mmd: int = 2000,
+        conditional: str | bool = "auto",
+        time_weight_decay: float = 0.0,
+        eval_points: int = 2000,
+    ) -> None:
+        super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
+        if hj_loss not in ("implicit", "pinn", "none"):
+            raise ConfigError(
+                f"method.hj_loss={hj_loss!r} is not valid; choose implicit, pinn or none"
+            )
+        if conditional is True and "labels" not in problem.offers:
+            raise ConfigError(
+                "method.conditional=true needs a labelled problem (e.g. problem=toy2d_classes)"
+            )
+        self.dim = problem.dim
+        self.net = network(in_dim=self.dim + 1, out_dim=1)
+        self.ham = hamiltonian if hamiltonian is not None else QuadraticHamiltonian()
+        self.horizon = float(horizon)
+        self.mmd_weight = float(mmd_weight)
+        self.hj_loss = hj_loss
+        self.n_collocation = int(n_collocation)
+        self.n_mmd = int(n_mmd)
+        self.conditional = "labels" in problem.offers if conditional == "auto" else conditional
+        self.time_weight_decay = float(time_weight_decay)
+        low, high = problem.bounding_box()
+        self.register_buffer("box_low", low)
+        self.register_buffer("box_high", high)
+
+    # the potential ------------------------------------------------------------------------
+    def potential(self, x: Tensor, t: Tensor) -> Tensor:
+        """u_θ(x, t): x (n, d), t (n, 1) → (n,)."""
+        return self.net(torch.cat([x, t], dim=1))[:, 0]
+
+    # maps -------------------------------------------------------------------------------
+    def _chunked(self, fn, z: Tensor, chunk: int = 8192) -> Tensor:
+        z = z.to(self.device, torch.float32)
+        return torch.cat([fn(self.potential, c, self.horizon, self.ham).detach() for c in
+                          z.split(chunk)])
+
+    def transport(self, x: Tensor) -> Tensor:
+        return self._chunked(ncf_forward_map, x).to(x.device)
+
+    def inverse_transport(self, y: Tensor) -> Tensor:
+        return self._chunked(ncf_backward_map, y).to(y.device)
+
+    def trajectory(self, x: Tensor, ts: Tensor) -> Tensor:
+        """Straight characteristics x + t ∇H(∇u(x, 0)) at times ``ts`` (k,) → (k, n, d)."""
+        v = (self.transport(x) - x) / self.horizon
+        return x[None] + ts.to(x)[:, None, None] * v[None]
+
+    # losses -----------------------------------------------------------------------------
+    def hj_term(self) -> Tensor:
+        """Mean of w(t) r(x, t)² over uniform collocation points on Ω × [0, T]."""
+        n, dev = self.n_collocation, self.device
+        x = self.box_low + (self.box_high - self.box_low) * torch.rand(n, self.dim, device=dev)
+        t = self.horizon * torch.rand(n, 1, device=dev)
+        resid_fn = hj_implicit_residual if self.hj_loss == "implicit" else hj_pinn_residual
+        r = resid_fn(self.potential, x, t, self.ham)
+        w = torch.exp(-self.time_weight_decay * t[:, 0] / self.horizon)
+        return (w * r.square()).mean()
+
+    def mmd_term(self) -> Tensor:
+        """ED(T#μ, ν) + ED(S#ν, μ) (without their θ-free terms), summed over classes if conditional."""
+        groups = self.problem.classes if self.conditional else (None,)
+        n = self.n_mmd // len(groups) if self.conditional else self.n_mmd
+        total = torch.zeros((), device=self.device)
+        for k in groups:
+            x = self.problem.sample_source(n, device=self.device, cls=k)
+            y = self.problem.sample_target(n, device=self.device, cls=k)
+            tx = ncf_forward_map(self.potential, x, self.horizon, self.ham, create_graph=True)
+            sy = ncf_backward_map(self.potential, y, self.horizon, self.ham, create_graph=True)
+            total = total + energy_distance(tx, y, y_fixed=True) + energy_distance(sy, x, y_fixed=True)
+        return total
+
+    def training_loss(self, step: int):
+        mmd = self.mmd_term()
+        logs = {"mmd": mmd.detach()}
+        loss = self.mmd_weight * mmd
+        if self.hj_loss != "none":
+            hj = self.hj_term()
+            logs["hj"] = hj.detach()
+            loss = loss + hj
+        return loss, logs
+
+
+__all__ = [
+    "NCF",
+    "hj_implicit_residual",
+    "hj_pinn_residual",
+    "ncf_backward_map",
+    "ncf_forward_map",
+    "value_and_spatial_grad",
+]

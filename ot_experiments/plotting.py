@@ -1,0 +1,105 @@
+"""Figures of a run: maps in 2-D, projections and training curves otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+
+def _segments(ax, a, b, color) -> None:
+    segs = torch.stack([a, b], dim=1).numpy()
+    ax.add_collection(LineCollection(segs, colors=color, linewidths=0.4, alpha=0.35))
+
+
+def plot_maps_2d(x, y, tx, sy, path: Path, title: str = "") -> None:
+    """Source, target and pushed samples with the maps as segments (forward | backward)."""
+    has_bwd = sy is not None
+    fig, axes = plt.subplots(1, 2 if has_bwd else 1, figsize=(11 if has_bwd else 5.5, 5),
+                             squeeze=False)
+    ax = axes[0, 0]
+    k = min(300, len(x))
+    _segments(ax, x[:k], tx[:k], "0.4")
+    ax.scatter(*y.T, s=3, c="tab:orange", alpha=0.3, label="target ν")
+    ax.scatter(*x.T, s=3, c="tab:blue", alpha=0.3, label="source μ")
+    ax.scatter(*tx.T, s=3, c="tab:green", alpha=0.6, label="T#μ (pushed)")
+    ax.set_title("forward map T")
+    ax.legend(loc="best", markerscale=3, fontsize=8)
+    if has_bwd:
+        ax = axes[0, 1]
+        _segments(ax, y[:k], sy[:k], "0.4")
+        ax.scatter(*x.T, s=3, c="tab:blue", alpha=0.3, label="source μ")
+        ax.scatter(*y.T, s=3, c="tab:orange", alpha=0.3, label="target ν")
+        ax.scatter(*sy.T, s=3, c="tab:red", alpha=0.6, label="S#ν (pulled back)")
+        ax.set_title("backward map S")
+        ax.legend(loc="best", markerscale=3, fontsize=8)
+    for a in axes.flat:
+        a.set_aspect("equal", adjustable="datalim")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_projection(y, tx, path: Path, title: str = "") -> None:
+    """Pushed vs target samples projected on the target's two leading principal axes."""
+    mean = y.mean(0)
+    _, _, v = torch.linalg.svd(y - mean, full_matrices=False)
+    proj = v[:2].T
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(*((y - mean) @ proj).T, s=3, alpha=0.3, c="tab:orange", label="target ν")
+    ax.scatter(*((tx - mean) @ proj).T, s=3, alpha=0.3, c="tab:green", label="T#μ (pushed)")
+    ax.set_xlabel("target PC 1")
+    ax.set_ylabel("target PC 2")
+    ax.legend(markerscale=3)
+    ax.set_title(title or "pushed vs target, 2-D projection")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool:
+    """Validation metrics over training steps (log scale); False when nothing to draw."""
+    keys = [k for k in keys if any(k in h for h in history)]
+    if not history or not keys:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in keys:
+        pts = [(h["step"], h[k]) for h in history if k in h]
+        ax.plot(*zip(*pts), marker="o", label=k)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def save_figures(problem, method, out: Path, history: list[dict] | None = None,
+                 n: int = 1500) -> list[Path]:
+    """Write the run's figures into ``out`` and return their paths."""
+    g = torch.Generator().manual_seed(1)
+    x = problem.sample_source(n, generator=g)
+    y = problem.sample_target(n, generator=g)
+    tx = method.transport(x)
+    sy = method.inverse_transport(y) if method.has_inverse else None
+    title = f"{type(method).__name__} on {type(problem).__name__} (d={problem.dim})"
+    paths = []
+    if problem.dim == 2:
+        paths.append(out / "maps.png")
+        plot_maps_2d(x, y, tx, sy, paths[-1], title)
+    else:
+        paths.append(out / "projection.png")
+        plot_projection(y, tx, paths[-1], title)
+    curve = out / "training_curves.png"
+    keys = ("uvp_fwd", "uvp_bwd", "energy_distance", "energy_distance_bwd")
+    if history and plot_history(history, keys, curve):
+        paths.append(curve)
+    return paths

@@ -1,0 +1,104 @@
+"""The `Problem` interface: what to transport, and what is known about it.
+
+A problem never imports a method. It declares what it offers in ``offers``:
+
+- ``"samples"``: ``sample_source`` / ``sample_target``
+- ``"labels"``: class-conditional sampling (``classes``, ``cls=`` argument)
+- ``"log_density"``: ``log_density_source`` / ``log_density_target``
+- ``"ground_truth"``: ``transport_true`` / ``inverse_transport_true`` / ``w2_sq_true``
+- ``"obstacle"``: ``obstacle_cost`` (crowd motion)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+CAPABILITIES = ("samples", "labels", "log_density", "ground_truth", "obstacle")
+
+
+class Problem:
+    """Base class of all problems.
+
+    Subclasses set ``dim``, ``offers`` and implement ``sample_source`` / ``sample_target``
+    (and whatever else they offer).
+    """
+
+    dim: int
+    offers: frozenset[str] = frozenset({"samples"})
+    classes: tuple[int, ...] = ()
+
+    # -- samples -----------------------------------------------------------------------
+    def sample_source(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        cls: int | None = None,
+    ) -> Tensor:
+        """Draw ``n`` source points, shape (n, dim); ``cls`` picks one labelled class."""
+        raise NotImplementedError
+
+    def sample_target(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        cls: int | None = None,
+    ) -> Tensor:
+        """Draw ``n`` target points, shape (n, dim); ``cls`` picks one labelled class."""
+        raise NotImplementedError
+
+    # -- optional knowledge --------------------------------------------------------------
+    def log_density_source(self, x: Tensor) -> Tensor:
+        """ln p(x), shape (n,)."""
+        raise NotImplementedError(f"{type(self).__name__} has no source density")
+
+    def log_density_target(self, y: Tensor) -> Tensor:
+        """ln q(y), shape (n,)."""
+        raise NotImplementedError(f"{type(self).__name__} has no target density")
+
+    def transport_true(self, x: Tensor) -> Tensor:
+        """Ground-truth OT map T*(x), shape (n, dim)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ground-truth map")
+
+    def inverse_transport_true(self, y: Tensor) -> Tensor:
+        """Ground-truth inverse map (T*)⁻¹(y), shape (n, dim)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ground-truth map")
+
+    @property
+    def w2_sq_true(self) -> float:
+        """Exact W2² = min E‖x − T(x)‖²."""
+        raise NotImplementedError(f"{type(self).__name__} has no ground-truth cost")
+
+    # -- derived helpers ----------------------------------------------------------------
+    def source_variance(self) -> float:
+        """tr Cov(μ); estimated from 20,000 samples unless a subclass knows it exactly."""
+        g = torch.Generator().manual_seed(12345)
+        return float(self.sample_source(20_000, generator=g).var(0).sum())
+
+    def target_variance(self) -> float:
+        """tr Cov(ν); estimated from 20,000 samples unless a subclass knows it exactly."""
+        g = torch.Generator().manual_seed(12345)
+        return float(self.sample_target(20_000, generator=g).var(0).sum())
+
+    def bounding_box(self, n: int = 10_000, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """Axis-aligned box (low, high), each shape (dim,), around source and target samples."""
+        g = torch.Generator().manual_seed(seed)
+        pts = torch.cat(
+            [self.sample_source(n, generator=g), self.sample_target(n, generator=g)], dim=0
+        )
+        return pts.min(0).values, pts.max(0).values
+
+
+def require_dim(name: str, dim: object, minimum: int = 1) -> int:
+    """Return ``dim`` as an int, or raise a one-sentence ConfigError."""
+    from ot_experiments.errors import ConfigError
+
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < minimum:
+        raise ConfigError(
+            f"d={dim!r} is not valid for problem '{name}': d must be an integer >= {minimum}"
+        )
+    return dim

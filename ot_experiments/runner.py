@@ -1,0 +1,273 @@
+"""One run: check the config, build problem and method, train with Lightning, evaluate, and
+leave a self-describing folder (results.json, metrics.csv, checkpoint, figures).
+
+``run`` is the task wrapper: whatever happens, results.json is written and a wandb run is
+finished, so one failed job never spoils a sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+import traceback
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ot_experiments.errors import ConfigError, TrainingDiverged
+from ot_experiments.results import device_description, library_versions, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+META_KEYS = ("name", "lr")  # method/problem keys that are not constructor arguments
+
+
+# -- checks -----------------------------------------------------------------------------
+def validate_config(cfg: DictConfig) -> None:
+    """Raise a one-sentence ConfigError for bad top-level values, before anything is built."""
+    d = cfg.get("d")
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ConfigError(f"d={d!r} is not valid: the dimension d must be an integer >= 1")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed!r} is not valid: the seed must be an integer >= 0")
+    steps = cfg.trainer.get("max_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(
+            f"trainer.max_steps={steps!r} is not valid: the step budget must be an integer >= 1"
+        )
+    lr = cfg.optimizer.get("lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr!r} is not valid: the learning rate must be > 0")
+
+
+def problems_offering(needs: frozenset[str]) -> list[str]:
+    """Names of the problem configs in conf/problem whose class offers everything in ``needs``."""
+    names = []
+    for path in sorted((CONF_DIR / "problem").glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        try:
+            if target and needs <= get_class(target).offers:
+                names.append(path.stem)
+        except Exception:  # a problem whose module cannot be imported here offers nothing
+            continue
+    return names
+
+
+def check_compatible(method_name: str, method_cls, problem_name: str, problem) -> None:
+    """Raise a ConfigError naming what is missing and which problems fit."""
+    missing = set(method_cls.needs) - set(problem.offers)
+    if missing:
+        fits = ", ".join(problems_offering(frozenset(method_cls.needs))) or "none yet"
+        raise ConfigError(
+            f"method '{method_name}' needs {', '.join(sorted(missing))} that problem "
+            f"'{problem_name}' does not offer; problems that fit: {fits}"
+        )
+
+
+# -- building ---------------------------------------------------------------------------
+def _strip(node: DictConfig) -> DictConfig:
+    cfg = OmegaConf.to_container(node, resolve=True)
+    for key in META_KEYS:
+        cfg.pop(key, None)
+    return OmegaConf.create(cfg)
+
+
+def build_problem(cfg: DictConfig):
+    """Instantiate ``cfg.problem`` (its ``dim`` follows ``d``)."""
+    return instantiate(_strip(cfg.problem))
+
+
+def build_method(cfg: DictConfig, problem):
+    """Instantiate ``cfg.method`` with the problem and partial network/optimizer/scheduler."""
+    sched = cfg.get("scheduler")
+    scheduler = instantiate(sched) if sched and sched.get("_target_") else None
+    return instantiate(
+        _strip(cfg.method),
+        problem=problem,
+        network=instantiate(cfg.network),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        _recursive_=True,
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    """Loggers from ``cfg.logger`` (a dict of logger configs; empty for none)."""
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+
+
+class StepTimer(pl.Callback):
+    """Wall-clock time of every training step (device-synchronised)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t = 0.0
+
+    def _sync(self, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.times.append(time.perf_counter() - self._t)
+
+
+class _Steps(torch.utils.data.Dataset):
+    """One item per training step: methods draw their own samples from the problem."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- the task ---------------------------------------------------------------------------
+def run(cfg: DictConfig) -> dict:
+    """Train and evaluate one configuration; return the results dict (also in results.json).
+
+    Raises ConfigError / TrainingDiverged (one-sentence messages) or the original error after
+    results.json has recorded ``status: failed``.
+    """
+    from ot_experiments.plotting import save_figures
+    from ot_experiments.references import reference_for
+
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    method_name = cfg.method.get("name", "?")
+    problem_name = cfg.problem.get("name", "?")
+    results: dict = {
+        "status": "running",
+        "method": method_name,
+        "problem": problem_name,
+        "preset": cfg.problem.get("preset") or cfg.problem.get("case") or cfg.problem.get("task"),
+        "d": cfg.get("d"),
+        "seed": cfg.get("seed"),
+        "overrides": list(cfg.get("overrides") or []),
+        "metrics": {},
+        "baselines": {},
+        "reference": {},
+        "timing": {},
+        "device": device_description(cfg.trainer.get("accelerator")),
+        "versions": library_versions(),
+    }
+    t_start = time.perf_counter()
+    timer = StepTimer()
+    try:
+        validate_config(cfg)
+        results["reference"] = reference_for(method_name, problem_name, results["preset"], cfg.d)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        problem = build_problem(cfg)
+        method_cls = get_class(cfg.method._target_)
+        check_compatible(method_name, method_cls, problem_name, problem)
+        method = build_method(cfg, problem)
+
+        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        steps = trainer_cfg["max_steps"]
+        trainer_cfg["val_check_interval"] = min(trainer_cfg.get("val_check_interval", steps), steps)
+        ckpt = pl.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True,
+                                            save_top_k=0, every_n_train_steps=
+                                            trainer_cfg["val_check_interval"])
+        trainer = instantiate(trainer_cfg, logger=build_loggers(cfg) or False,
+                              callbacks=[timer, ckpt])
+        loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
+        val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)
+        trainer.fit(method, train_dataloaders=loader, val_dataloaders=val_loader)
+        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+        train_s = time.perf_counter() - t_start
+
+        if trainer.is_global_zero:
+            method.eval()
+            method.to(method.device)
+            metrics = _evaluate_and_baselines(cfg, problem, method, results)
+            results["metrics"] = metrics
+            save_figures(problem, method, out, history=method.history)
+            results["timing"].update(_timing(timer, train_s, method.device))
+        results["status"] = "ok"
+        return results
+    except Exception as err:
+        results["status"] = "failed"
+        results["error"] = str(err)
+        if isinstance(err, TrainingDiverged):
+            results["failed_step"] = err.step
+        if not isinstance(err, (ConfigError, TrainingDiverged)):
+            results["traceback"] = traceback.format_exc()
+        log.error("run failed: %s", err)
+        raise
+    finally:
+        results["timing"]["wall_s"] = time.perf_counter() - t_start
+        if timer.times and "step_ms" not in results["timing"]:
+            results["timing"]["step_ms"] = 1000 * sorted(timer.times)[len(timer.times) // 2]
+        write_json_atomic(out / "results.json", results)
+        _finish_wandb(results["status"] == "ok")
+        if results["status"] == "ok":
+            _print_summary(results, out)
+
+
+def _evaluate_and_baselines(cfg, problem, method, results) -> dict:
+    from ot_experiments.baselines import pot_baselines
+    from ot_experiments.metrics import evaluate
+
+    n = int(cfg.get("eval_points", 2000))
+    t0 = time.perf_counter()
+    metrics = evaluate(problem, method, n=n, seed=cfg.seed + 10_000)
+    g = torch.Generator().manual_seed(cfg.seed + 10_000)
+    x = problem.sample_source(n, generator=g)
+    y = problem.sample_target(n, generator=g)
+    results["baselines"] = pot_baselines(x, y)
+    t1 = time.perf_counter()
+    method.transport(x)
+    results["timing"]["inference_s_per_1k"] = 1000 * (time.perf_counter() - t1) / n
+    results["timing"]["eval_s"] = t1 - t0
+    return metrics
+
+
+def _timing(timer: StepTimer, train_s: float, device) -> dict:
+    times = sorted(timer.times[1:] or timer.times)
+    return {
+        "train_s": train_s,
+        "steps": len(timer.times),
+        "step_ms": 1000 * times[len(times) // 2] if times else None,
+        "peak_mem_mb": peak_memory_mb(torch.device(device)),
+    }
+
+
+def _finish_wandb(ok: bool) -> None:
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=0 if ok else 1, quiet=True)
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    lines = [f"run folder: {out.resolve()}", "metrics:"]
+    lines += [f"  {k:>24s} = {v:.6g}" for k, v in results["metrics"].items()
+              if isinstance(v, (int, float))]
+    for name, b in results["baselines"].items():
+        lines.append(f"  {name + ' w2_sq':>24s} = {b['w2_sq']:.6g} ({b['seconds']:.3f} s)")
+    if results["reference"]:
+        lines.append(f"  paper reference: {results['reference']}")
+    lines.append(f"  step time {results['timing'].get('step_ms', float('nan')):.2f} ms, "
+                 f"wall {results['timing']['wall_s']:.1f} s")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,53 @@
+"""Shared helpers: run train.py as a user would, in a temporary outputs folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A tiny budget that still exercises training, validation, evaluation, figures and logging.
+FAST = [
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "eval_points=200",
+    "method.n_mmd=200",
+    "method.n_collocation=100",
+    "method.eval_points=200",
+    "logger=csv",
+]
+
+
+def train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True):
+    """Run ``python train.py`` with outputs under ``tmp_path``; return the CompletedProcess."""
+    cmd = [sys.executable, "train.py", *(["-m"] if multirun else []),
+           f"paths.output_root={tmp_path}", *overrides]
+    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_folders(tmp_path: Path) -> list[Path]:
+    """Run folders (those holding a results.json) under ``tmp_path``, sorted."""
+    return sorted(p.parent for p in tmp_path.rglob("results.json"))
+
+
+def read_results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory) -> Path:
+    """One tiny default NCF run on a 2-D Gaussian pair, shared by several tests."""
+    tmp = tmp_path_factory.mktemp("fast_run")
+    train(tmp, *FAST)
+    (folder,) = run_folders(tmp)
+    return folder

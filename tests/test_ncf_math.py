@@ -1,0 +1,97 @@
+"""The NCF building blocks against closed forms."""
+
+import pytest
+import torch
+
+from ot_experiments.costs import PowerHamiltonian, QuadraticHamiltonian
+from ot_experiments.methods.ncf import (
+    hj_implicit_residual,
+    hj_pinn_residual,
+    ncf_backward_map,
+    ncf_forward_map,
+)
+from ot_experiments.metrics import energy_distance
+from ot_experiments.problems import GaussianProblem
+
+
+def exact_potential(problem: GaussianProblem):
+    """u(x, t) = ½ xᵀ G (I + tG)⁻¹ x with G = A − I: the HJ solution whose forward map at T = 1
+    is the Gaussian OT map x ↦ A x (zero means)."""
+    g = problem.map_matrix - torch.eye(problem.dim, dtype=torch.float64)
+
+    def u(x, t):
+        eye = torch.eye(problem.dim, dtype=x.dtype)
+        mats = g @ torch.linalg.inv(eye + t[:, :, None] * g)  # (n, d, d)
+        return 0.5 * torch.einsum("ni,nij,nj->n", x, mats, x)
+
+    return u
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return GaussianProblem(3, "ncf_benchmark", seed=0)
+
+
+def test_implicit_residual_vanishes_on_exact_solution(problem):
+    u = exact_potential(problem)
+    x = 2 * torch.randn(200, 3, dtype=torch.float64)
+    t = torch.rand(200, 1, dtype=torch.float64)
+    r = hj_implicit_residual(u, x, t, QuadraticHamiltonian())
+    assert r.abs().max() < 1e-10
+    # and does not vanish for a wrong potential (scaled)
+    r_bad = hj_implicit_residual(lambda a, s: 1.3 * u(a, s), x, t, QuadraticHamiltonian())
+    assert r_bad.abs().mean() > 1e-2
+
+
+def test_pinn_residual_vanishes_on_exact_solution(problem):
+    u = exact_potential(problem)
+    x = torch.randn(100, 3, dtype=torch.float64)
+    t = torch.rand(100, 1, dtype=torch.float64)
+    assert hj_pinn_residual(u, x, t, QuadraticHamiltonian()).abs().max() < 1e-10
+
+
+def test_maps_are_the_true_maps_and_invert_each_other(problem):
+    u = exact_potential(problem)
+    ham = QuadraticHamiltonian()
+    x = problem.sample_source(500).double()
+    tx = ncf_forward_map(u, x, 1.0, ham)
+    torch.testing.assert_close(tx, problem.transport_true(x))
+    torch.testing.assert_close(ncf_backward_map(u, tx, 1.0, ham), x)
+
+
+def test_energy_distance_equals_direct_formula():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(80, 3, generator=g, dtype=torch.float64) + 1.0
+    direct = (
+        2 * sum((a - b).norm() for a in x for b in y) / (60 * 80)
+        - sum((a - b).norm() for a in x for b in x) / 60**2
+        - sum((a - b).norm() for a in y for b in y) / 80**2
+    )
+    assert float(energy_distance(x, y)) == pytest.approx(float(direct), rel=1e-10)
+    assert abs(float(energy_distance(x, x))) < 1e-12
+    assert float(energy_distance(x, y)) > 0.1
+    # y_fixed drops exactly the E‖Y − Y′‖ term
+    yy = sum((a - b).norm() for a in y for b in y) / 80**2
+    assert float(energy_distance(x, y, y_fixed=True)) == pytest.approx(float(direct + yy))
+
+
+def test_energy_distance_gradient_is_finite_on_identical_points():
+    x = torch.randn(30, 2, requires_grad=True)
+    energy_distance(x, x.detach()).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_power_hamiltonian():
+    p = torch.randn(20, 3, dtype=torch.float64, requires_grad=True)
+    for q in (1.5, 2.0, 3.0):
+        ham = PowerHamiltonian(q)
+        (auto,) = torch.autograd.grad(ham(p).sum(), p)
+        torch.testing.assert_close(ham.grad(p), auto)
+        # Legendre: H(∇h(v)) + h(v) = v · ∇h(v); with ∇h(v) = ‖v‖^{q-2} v
+        v = torch.randn(20, 3, dtype=torch.float64)
+        dh = v.norm(dim=1, keepdim=True) ** (q - 2) * v
+        torch.testing.assert_close(ham(dh) + ham.cost(v), (v * dh).sum(1))
+    torch.testing.assert_close(PowerHamiltonian(2.0).grad(p), QuadraticHamiltonian().grad(p))
+    with pytest.raises(ValueError):
+        PowerHamiltonian(1.0)
