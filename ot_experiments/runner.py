@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -188,8 +189,11 @@ def run(cfg: DictConfig) -> dict:
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True,
                                             save_top_k=0, every_n_train_steps=
                                             trainer_cfg["val_check_interval"])
+        # a redraw per step on a terminal, ~20 lines per run in a log file
+        bar = pl.callbacks.TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else
+                                           max(1, steps // 20))
         trainer = instantiate(trainer_cfg, logger=build_loggers(cfg) or False,
-                              callbacks=[timer, ckpt])
+                              callbacks=[timer, ckpt, bar])
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)
         trainer.fit(method, train_dataloaders=loader, val_dataloaders=val_loader)
@@ -253,8 +257,6 @@ def _timing(timer: StepTimer, train_s: float, device) -> dict:
 
 
 def _finish_wandb(ok: bool) -> None:
-    import sys
-
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=0 if ok else 1, quiet=True)

@@ -20,6 +20,7 @@ FAST = [
     "method.n_mmd=200",
     "method.n_collocation=100",
     "method.eval_points=200",
+    "trainer.log_every_n_steps=1",
     "logger=csv",
 ]
 

@@ -1,0 +1,87 @@
+"""Compose the real configs (no training)."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import ot_experiments  # noqa: F401  (resolvers)
+from ot_experiments.runner import CONF_DIR, build_method, build_problem, problems_offering
+
+from .conftest import ROOT, train
+
+
+def cfg_with(*overrides):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def group_options(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("hardware", ["cpu", "gpu", "ddp"])
+def test_hardware_options_compose(hardware):
+    cfg = cfg_with(f"hardware={hardware}")
+    assert cfg.trainer.accelerator == ("cpu" if hardware == "cpu" else "gpu")
+    if hardware == "ddp":
+        assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices >= 2
+    assert "precision" in cfg.trainer
+
+
+def test_every_group_option_composes():
+    for group in ("method", "problem", "network", "optimizer", "scheduler", "hardware", "logger"):
+        for option in group_options(group):
+            cfg = cfg_with(f"{group}={option}")
+            assert cfg is not None
+
+
+def test_network_sizes_follow_d_and_network_override():
+    cfg = cfg_with("d=50")
+    assert OmegaConf.to_container(cfg.network, resolve=True)["hidden"] == [100, 100, 50]
+    cfg = cfg_with("d=4")
+    assert OmegaConf.to_container(cfg.network, resolve=True)["hidden"] == [64, 64, 32]
+    cfg = cfg_with("network=mlp")
+    assert cfg.network._target_.endswith("MLP")
+
+
+def test_method_builds_with_its_network_and_optimizer():
+    cfg = cfg_with("d=3", "optimizer=adamw", "scheduler=exponential")
+    problem = build_problem(cfg)
+    method = build_method(cfg, problem)
+    assert problem.dim == 3
+    assert method.net.lin_in[0].in_features == 4  # (x, t)
+    opt = method.configure_optimizers()
+    assert type(opt["optimizer"]).__name__ == "AdamW"
+    assert opt["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert type(opt["lr_scheduler"]["scheduler"]).__name__ == "ExponentialLR"
+
+
+def test_cpu_trainer_instantiates():
+    cfg = cfg_with("hardware=cpu", "trainer.default_root_dir=/tmp")
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.max_steps == cfg.trainer.max_steps
+
+
+def test_logger_defaults_csv_and_offline_wandb():
+    cfg = cfg_with()
+    assert set(cfg.logger) == {"csv", "wandb"}
+    assert cfg.logger.wandb.offline is True
+    assert set(cfg_with("logger=csv").logger) == {"csv"}
+    assert not cfg_with("logger=none").logger
+
+
+def test_problems_offering():
+    assert "toy2d_classes" in problems_offering(frozenset({"labels"}))
+    assert "toy2d" not in problems_offering(frozenset({"log_density"}))
+    assert "gaussian" in problems_offering(frozenset({"ground_truth", "log_density"}))
+
+
+def test_cli_help_and_cfg(tmp_path):
+    out = train(tmp_path, "--help").stdout
+    assert "method: ncf" in out and "hardware: cpu, ddp, gpu" in out
+    out = train(tmp_path, "method=ncf", "problem=gaussian", "d=64", "--cfg", "job").stdout
+    assert "d: 64" in out and "DenseICNN" in out
+    bad = train(tmp_path, "network=nope", check=False)
+    assert bad.returncode != 0 and "Available options in 'network'" in bad.stderr
+    assert (ROOT / "conf" / "experiment" / "t1a.yaml").exists()

@@ -1,0 +1,119 @@
+"""End-to-end runs of train.py with tiny budgets: the run folder, reloading, bad input."""
+
+import pytest
+import torch
+
+import ot_experiments
+from ot_experiments.errors import ConfigError
+from ot_experiments.methods.base import OTMethod
+from ot_experiments.problems import Toy2DProblem
+from ot_experiments.runner import check_compatible
+
+from .conftest import FAST, read_results, run_folders, train
+
+
+def test_run_folder_contents(fast_run):
+    res = read_results(fast_run)
+    assert res["status"] == "ok"
+    assert (res["method"], res["problem"], res["d"], res["seed"]) == ("ncf", "gaussian", 2, 0)
+    for key in ("uvp_fwd", "uvp_bwd", "w2_sq", "w2_sq_true", "energy_distance",
+                "w2_sq_pushed_target"):
+        assert isinstance(res["metrics"][key], float)
+    assert res["metrics"]["uvp_fwd"] >= 0 and res["metrics"]["energy_distance"] > -1e-6
+    assert res["reference"] == {"table": "T1a", "uvp_fwd": 0.010}
+    assert res["baselines"]["pot_emd"]["w2_sq"] > 0
+    assert res["timing"]["step_ms"] > 0 and res["timing"]["peak_mem_mb"] > 0
+    assert "torch" in res["versions"] and res["device"].startswith("cpu")
+    assert (fast_run / ".hydra" / "config.yaml").exists()
+    assert (fast_run / "checkpoints" / "last.ckpt").exists()
+    assert (fast_run / "maps.png").stat().st_size > 10_000
+    lines = (fast_run / "metrics.csv").read_text().splitlines()
+    assert "train/loss" in lines[0] and len(lines) > 2
+
+
+def test_load_run_gives_the_trained_maps(fast_run):
+    run = ot_experiments.load_run(fast_run)
+    g = torch.Generator().manual_seed(0)
+    x = run.problem.sample_source(300, generator=g)
+    tx = run.transport(x)
+    assert tx.shape == x.shape and torch.isfinite(tx).all()
+    # the reloaded method reproduces the stored metric on the same evaluation samples
+    from ot_experiments.metrics import evaluate
+
+    metrics = evaluate(run.problem, run.method, n=200, seed=run.cfg.seed + 10_000, full=False)
+    assert metrics["uvp_fwd"] == pytest.approx(run.results["metrics"]["uvp_fwd"], rel=1e-4)
+    sy = run.inverse_transport(tx)
+    assert sy.shape == x.shape
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, fast_run):
+    train(tmp_path, *FAST)
+    (again,) = run_folders(tmp_path)
+    assert read_results(again)["metrics"] == read_results(fast_run)["metrics"]
+
+
+def test_multirun_six_jobs_one_folder_each(tmp_path):
+    train(tmp_path, *FAST, "trainer.max_steps=2", "d=2,4,8", "seed=0,1", multirun=True)
+    folders = run_folders(tmp_path)
+    assert len(folders) == 6
+    got = sorted((read_results(f)["d"], read_results(f)["seed"]) for f in folders)
+    assert got == [(d, s) for d in (2, 4, 8) for s in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("d=0", "d=0 is not valid"),
+        ("d=2.5", "must be an integer"),
+        ("d=abc", "must be an integer"),
+        ("optimizer.lr=-0.1", "learning rate must be > 0"),
+        ("trainer.max_steps=-5", "step budget must be an integer >= 1"),
+        ("problem.preset=two_axis_shift d=1", "needs d >= 2"),
+        ("problem=toy2d d=3", "two-dimensional"),
+        ("method.conditional=true", "needs a labelled problem"),
+    ],
+)
+def test_bad_input_is_one_sentence(tmp_path, override, message):
+    proc = train(tmp_path, *FAST, *override.split(), check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert message in err
+    assert "Traceback" not in err
+    (folder,) = run_folders(tmp_path)
+    assert read_results(folder)["status"] == "failed"
+
+
+def test_incompatible_method_and_problem_names_fitting_problems():
+    class NeedsDensities(OTMethod):
+        needs = frozenset({"samples", "log_density"})
+
+    with pytest.raises(ConfigError) as err:
+        check_compatible("densitymethod", NeedsDensities, "toy2d", Toy2DProblem())
+    msg = str(err.value)
+    assert "needs log_density" in msg and "gaussian" in msg and "toy2d," not in msg
+
+
+def test_nan_loss_fails_the_job_but_not_the_sweep(tmp_path):
+    proc = train(tmp_path, *FAST, "method.mmd_weight=nan,1.0", multirun=True, check=False)
+    assert proc.returncode != 0
+    assert "training diverged at step 0" in proc.stderr and "Traceback" not in proc.stderr
+    results = [read_results(f) for f in run_folders(tmp_path)]
+    statuses = sorted((r["status"], r.get("failed_step")) for r in results)
+    assert statuses == [("failed", 0), ("ok", None)]
+
+
+def test_wandb_offline_run_is_finished_even_on_failure(tmp_path):
+    fast = [o for o in FAST if not o.startswith("logger=")]
+    train(tmp_path, *fast, "trainer.max_steps=2", "logger=default", "method.mmd_weight=nan,1.0",
+          multirun=True, check=False)
+    folders = run_folders(tmp_path)
+    assert len(folders) == 2
+    for folder in folders:
+        runs = list((folder / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, "each job has its own offline wandb run"
+        assert list(runs[0].glob("*.wandb"))
+        if read_results(folder)["status"] == "ok":
+            assert (folder / "metrics.csv").exists()
+    # the two jobs did not merge into one wandb run
+    ids = {next((f / "wandb").glob("offline-run-*")).name for f in folders}
+    assert len(ids) == 2
