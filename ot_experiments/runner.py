@@ -259,7 +259,10 @@ def _timing(timer: StepTimer, train_s: float, device) -> dict:
 def _finish_wandb(ok: bool) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=0 if ok else 1, quiet=True)
+        try:
+            wandb.finish(exit_code=0 if ok else 1)
+        except Exception as err:  # never let the logger hide the run's own outcome
+            log.warning("could not finish the wandb run: %s", err)
 
 
 def _print_summary(results: dict, out: Path) -> None:
