@@ -20,8 +20,9 @@ def _segments(ax, a, b, color) -> None:
 def plot_maps_2d(x, y, tx, sy, path: Path, title: str = "") -> None:
     """Source, target and pushed samples with the maps as segments (forward | backward)."""
     has_bwd = sy is not None
-    fig, axes = plt.subplots(1, 2 if has_bwd else 1, figsize=(11 if has_bwd else 5.5, 5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_bwd else 1, figsize=(11 if has_bwd else 5.5, 5), squeeze=False
+    )
     ax = axes[0, 0]
     k = min(300, len(x))
     _segments(ax, x[:k], tx[:k], "0.4")
@@ -82,8 +83,9 @@ def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool
     return True
 
 
-def save_figures(problem, method, out: Path, history: list[dict] | None = None,
-                 n: int = 1500) -> list[Path]:
+def save_figures(
+    problem, method, out: Path, history: list[dict] | None = None, n: int = 1500
+) -> list[Path]:
     """Write the run's figures into ``out`` and return their paths."""
     g = torch.Generator().manual_seed(1)
     x = problem.sample_source(n, generator=g)

@@ -186,14 +186,19 @@ def run(cfg: DictConfig) -> dict:
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         steps = trainer_cfg["max_steps"]
         trainer_cfg["val_check_interval"] = min(trainer_cfg.get("val_check_interval", steps), steps)
-        ckpt = pl.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True,
-                                            save_top_k=0, every_n_train_steps=
-                                            trainer_cfg["val_check_interval"])
+        ckpt = pl.callbacks.ModelCheckpoint(
+            dirpath=out / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=trainer_cfg["val_check_interval"],
+        )
         # a redraw per step on a terminal, ~20 lines per run in a log file
-        bar = pl.callbacks.TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else
-                                           max(1, steps // 20))
-        trainer = instantiate(trainer_cfg, logger=build_loggers(cfg) or False,
-                              callbacks=[timer, ckpt, bar])
+        bar = pl.callbacks.TQDMProgressBar(
+            refresh_rate=1 if sys.stdout.isatty() else max(1, steps // 20)
+        )
+        trainer = instantiate(
+            trainer_cfg, logger=build_loggers(cfg) or False, callbacks=[timer, ckpt, bar]
+        )
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)
         trainer.fit(method, train_dataloaders=loader, val_dataloaders=val_loader)
@@ -267,12 +272,17 @@ def _finish_wandb(ok: bool) -> None:
 
 def _print_summary(results: dict, out: Path) -> None:
     lines = [f"run folder: {out.resolve()}", "metrics:"]
-    lines += [f"  {k:>24s} = {v:.6g}" for k, v in results["metrics"].items()
-              if isinstance(v, (int, float))]
+    lines += [
+        f"  {k:>24s} = {v:.6g}"
+        for k, v in results["metrics"].items()
+        if isinstance(v, (int, float))
+    ]
     for name, b in results["baselines"].items():
         lines.append(f"  {name + ' w2_sq':>24s} = {b['w2_sq']:.6g} ({b['seconds']:.3f} s)")
     if results["reference"]:
         lines.append(f"  paper reference: {results['reference']}")
-    lines.append(f"  step time {results['timing'].get('step_ms', float('nan')):.2f} ms, "
-                 f"wall {results['timing']['wall_s']:.1f} s")
+    lines.append(
+        f"  step time {results['timing'].get('step_ms', float('nan')):.2f} ms, "
+        f"wall {results['timing']['wall_s']:.1f} s"
+    )
     print("\n".join(lines), flush=True)

@@ -27,8 +27,13 @@ FAST = [
 
 def train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True):
     """Run ``python train.py`` with outputs under ``tmp_path``; return the CompletedProcess."""
-    cmd = [sys.executable, "train.py", *(["-m"] if multirun else []),
-           f"paths.output_root={tmp_path}", *overrides]
+    cmd = [
+        sys.executable,
+        "train.py",
+        *(["-m"] if multirun else []),
+        f"paths.output_root={tmp_path}",
+        *overrides,
+    ]
     env = {**os.environ, "WANDB_SILENT": "true", "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     if check and proc.returncode != 0:

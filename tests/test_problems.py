@@ -25,8 +25,9 @@ def test_gaussian_map_and_cost_match_pot(preset):
     )
     assert p.w2_sq_true == pytest.approx(float(w) ** 2, rel=1e-8)
     # inverse map undoes the forward map
-    np.testing.assert_allclose(p.inverse_transport_true(p.transport_true(x)).numpy(), x.numpy(),
-                               atol=1e-8)
+    np.testing.assert_allclose(
+        p.inverse_transport_true(p.transport_true(x)).numpy(), x.numpy(), atol=1e-8
+    )
 
 
 def test_lagrangian_test_costs():
@@ -34,7 +35,8 @@ def test_lagrangian_test_costs():
     for d in (2, 10, 50):
         assert GaussianProblem(d, "shift").w2_sq_true == pytest.approx(16.0)
         assert GaussianProblem(d, "scale_shift").w2_sq_true == pytest.approx(
-            16 + d * (1 - math.sqrt(0.3)) ** 2)
+            16 + d * (1 - math.sqrt(0.3)) ** 2
+        )
         assert GaussianProblem(d, "two_axis_shift").w2_sq_true == pytest.approx(128.0)
 
 

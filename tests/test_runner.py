@@ -16,8 +16,14 @@ def test_run_folder_contents(fast_run):
     res = read_results(fast_run)
     assert res["status"] == "ok"
     assert (res["method"], res["problem"], res["d"], res["seed"]) == ("ncf", "gaussian", 2, 0)
-    for key in ("uvp_fwd", "uvp_bwd", "w2_sq", "w2_sq_true", "energy_distance",
-                "w2_sq_pushed_target"):
+    for key in (
+        "uvp_fwd",
+        "uvp_bwd",
+        "w2_sq",
+        "w2_sq_true",
+        "energy_distance",
+        "w2_sq_pushed_target",
+    ):
         assert isinstance(res["metrics"][key], float)
     assert res["metrics"]["uvp_fwd"] >= 0 and res["metrics"]["energy_distance"] > -1e-6
     assert res["reference"] == {"table": "T1a", "uvp_fwd": 0.010}
@@ -104,8 +110,15 @@ def test_nan_loss_fails_the_job_but_not_the_sweep(tmp_path):
 
 def test_wandb_offline_run_is_finished_even_on_failure(tmp_path):
     fast = [o for o in FAST if not o.startswith("logger=")]
-    train(tmp_path, *fast, "trainer.max_steps=2", "logger=default", "method.mmd_weight=nan,1.0",
-          multirun=True, check=False)
+    train(
+        tmp_path,
+        *fast,
+        "trainer.max_steps=2",
+        "logger=default",
+        "method.mmd_weight=nan,1.0",
+        multirun=True,
+        check=False,
+    )
     folders = run_folders(tmp_path)
     assert len(folders) == 2
     for folder in folders:

@@ -149,8 +149,9 @@ class NCF(OTMethod):
     # maps -------------------------------------------------------------------------------
     def _chunked(self, fn, z: Tensor, chunk: int = 8192) -> Tensor:
         z = z.to(self.device, torch.float32)
-        return torch.cat([fn(self.potential, c, self.horizon, self.ham).detach() for c in
-                          z.split(chunk)])
+        return torch.cat(
+            [fn(self.potential, c, self.horizon, self.ham).detach() for c in z.split(chunk)]
+        )
 
     def transport(self, x: Tensor) -> Tensor:
         return self._chunked(ncf_forward_map, x).to(x.device)
@@ -175,7 +176,7 @@ class NCF(OTMethod):
         return (w * r.square()).mean()
 
     def mmd_term(self) -> Tensor:
-        """ED(T#μ, ν) + ED(S#ν, μ) (without their θ-free terms), summed over classes if conditional."""
+        """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms, summed over classes if conditional."""
         groups = self.problem.classes if self.conditional else (None,)
         n = self.n_mmd // len(groups) if self.conditional else self.n_mmd
         total = torch.zeros((), device=self.device)
@@ -184,7 +185,8 @@ class NCF(OTMethod):
             y = self.problem.sample_target(n, device=self.device, cls=k)
             tx = ncf_forward_map(self.potential, x, self.horizon, self.ham, create_graph=True)
             sy = ncf_backward_map(self.potential, y, self.horizon, self.ham, create_graph=True)
-            total = total + energy_distance(tx, y, y_fixed=True) + energy_distance(sy, x, y_fixed=True)
+            total = total + energy_distance(tx, y, y_fixed=True)
+            total = total + energy_distance(sy, x, y_fixed=True)
         return total
 
     def training_loss(self, step: int):

@@ -38,8 +38,11 @@ def emd_w2_sq(x: Tensor, y: Tensor) -> float:
     a = x.detach().double().cpu().numpy()
     b = y.detach().double().cpu().numpy()
     cost = ot.dist(a, b)
-    return float(ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost,
-                         numItermax=10_000_000))
+    return float(
+        ot.emd2(
+            np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost, numItermax=10_000_000
+        )
+    )
 
 
 __all__ = ["energy_distance", "emd_w2_sq", "l2_uvp", "pairwise_distances"]

@@ -101,8 +101,7 @@ class Toy2DProblem(Problem):
         for role, name in (("source", source), ("target", target)):
             if name not in SHAPES:
                 raise ConfigError(
-                    f"problem.{role}={name!r} is not a toy shape; choose one of "
-                    f"{', '.join(SHAPES)}"
+                    f"problem.{role}={name!r} is not a toy shape; choose one of {', '.join(SHAPES)}"
                 )
         self.dim = 2
         self.source, self.target = source, target
