@@ -14,7 +14,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 
 def _segments(ax, a, b, color) -> None:
     segs = torch.stack([a, b], dim=1).numpy()
-    ax.add_collection(LineCollection(segs, colors=color, linewidths=0.4, alpha=0.35))
+    ax.add_collection(LineCollection(segs, colors=color, linewidths=0.6, alpha=0.6, zorder=3))
 
 
 def plot_maps_2d(x, y, tx, sy, path: Path, title: str = "") -> None:
@@ -24,7 +24,7 @@ def plot_maps_2d(x, y, tx, sy, path: Path, title: str = "") -> None:
         1, 2 if has_bwd else 1, figsize=(11 if has_bwd else 5.5, 5), squeeze=False
     )
     ax = axes[0, 0]
-    k = min(300, len(x))
+    k = min(200, len(x))
     _segments(ax, x[:k], tx[:k], "0.4")
     ax.scatter(*y.T, s=3, c="tab:orange", alpha=0.3, label="target ν")
     ax.scatter(*x.T, s=3, c="tab:blue", alpha=0.3, label="source μ")
@@ -84,7 +84,7 @@ def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool
 
 
 def save_figures(
-    problem, method, out: Path, history: list[dict] | None = None, n: int = 1500
+    problem, method, out: Path, history: list[dict] | None = None, n: int = 800
 ) -> list[Path]:
     """Write the run's figures into ``out`` and return their paths."""
     g = torch.Generator().manual_seed(1)

@@ -164,7 +164,7 @@ def run(cfg: DictConfig) -> dict:
         "preset": cfg.problem.get("preset") or cfg.problem.get("case") or cfg.problem.get("task"),
         "d": cfg.get("d"),
         "seed": cfg.get("seed"),
-        "overrides": list(cfg.get("overrides") or []),
+        "overrides": _job_overrides(),
         "metrics": {},
         "baselines": {},
         "reference": {},
@@ -211,6 +211,7 @@ def run(cfg: DictConfig) -> dict:
             metrics = _evaluate_and_baselines(cfg, problem, method, results)
             results["metrics"] = metrics
             save_figures(problem, method, out, history=method.history)
+            method.extra_figures(out)
             results["timing"].update(_timing(timer, train_s, method.device))
         results["status"] = "ok"
         return results
@@ -231,6 +232,15 @@ def run(cfg: DictConfig) -> dict:
         _finish_wandb(results["status"] == "ok")
         if results["status"] == "ok":
             _print_summary(results, out)
+
+
+def _job_overrides() -> list[str]:
+    """The command-line overrides of this job (what distinguishes it within a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith("paths.")]
 
 
 def _evaluate_and_baselines(cfg, problem, method, results) -> dict:

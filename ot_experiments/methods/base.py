@@ -8,6 +8,7 @@ It declares in ``needs`` what it requires from the problem; the runner checks th
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -65,6 +66,10 @@ class OTMethod(pl.LightningModule):
     def extra_metrics(self, x: Tensor, problem) -> dict[str, float]:
         """Method-specific metrics added to ``evaluate``'s output."""
         return {}
+
+    def extra_figures(self, out: Path) -> list[Path]:
+        """Method-specific figures written into the run folder ``out``; returns their paths."""
+        return []
 
     # -- Lightning plumbing ---------------------------------------------------------------
     def training_step(self, batch, batch_idx):  # noqa: D102

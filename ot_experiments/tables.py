@@ -1,0 +1,194 @@
+"""Collect a sweep's ``results.json`` files into a table beside the papers' numbers.
+
+``python -m ot_experiments.tables <sweep folder> [--metrics uvp_fwd,w2_sq]`` (or
+``python scripts/make_tables.py ...``) writes ``table.md`` and ``table.csv`` into the folder and
+prints the Markdown. Only ``results.json`` files are read: no wandb account is needed.
+
+A *cell* is a job's overrides without ``seed=``; its value is mean ± std over seeds. A cell is
+"at least as good as the paper" when its mean is ≤ the paper's value for lower-is-better
+metrics, ≥ for higher-is-better ones, and, for ``w2_sq``, when it is as close to
+``w2_sq_true`` as the paper's value. Failed jobs are counted and shown, never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+HIGHER_IS_BETTER = ("hi", "hi_joint", "accuracy_fwd", "accuracy_bwd", "accuracy")
+DEFAULT_METRICS = (
+    "uvp_fwd",
+    "uvp_bwd",
+    "w2_sq",
+    "w2_sq_true",
+    "mse",
+    "mse_bary",
+    "energy_distance",
+    "kl",
+    "obstacle_fraction",
+    "accuracy_fwd",
+    "emd",
+    "hi",
+)
+MAX_DEFAULT_METRICS = 5
+
+
+def load_results(folder: str | Path) -> list[dict]:
+    """Every results.json under ``folder`` (recursively), with its path in ``_path``."""
+    out = []
+    for path in sorted(Path(folder).rglob("results.json")):
+        try:
+            res = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            res = {"status": "failed", "error": "unreadable results.json"}
+        res["_path"] = str(path.parent)
+        out.append(res)
+    return out
+
+
+def cell_key(res: dict) -> str:
+    """The job's identity within a sweep: its overrides without the seed."""
+    overrides = [o for o in res.get("overrides", []) if not o.startswith("seed=")]
+    if overrides:
+        return " ".join(sorted(overrides))
+    return f"{res.get('method')} {res.get('problem')} {res.get('preset') or ''} d={res.get('d')}"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def at_least_as_good(metric: str, ours: float, paper: float, truth: float | None) -> bool:
+    """Whether our mean value is at least as good as the paper's for ``metric``."""
+    if metric == "w2_sq" and truth is not None:
+        return abs(ours - truth) <= abs(paper - truth)
+    if metric in HIGHER_IS_BETTER:
+        return ours >= paper
+    return ours <= paper
+
+
+def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[list[dict], list]:
+    """Aggregate results into one row per cell; returns (rows, metric names shown)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for res in results:
+        groups[cell_key(res)].append(res)
+    if metrics is None:
+        present = {k for r in results for k in r.get("metrics", {})}
+        refs = [k for r in results for k in r.get("reference", {}) if k != "table"]
+        metrics = list(dict.fromkeys(refs + [m for m in DEFAULT_METRICS if m in present]))
+        metrics = metrics[:MAX_DEFAULT_METRICS]
+    rows = []
+    for key, runs in sorted(groups.items()):
+        ok = [r for r in runs if r.get("status") == "ok"]
+        first = runs[0]
+        row = {
+            "cell": key,
+            "method": first.get("method"),
+            "problem": first.get("problem"),
+            "preset": first.get("preset"),
+            "d": first.get("d"),
+            "seeds_ok": len(ok),
+            "seeds": len(runs),
+            "errors": sorted({str(r.get("error", "?"))[:120] for r in runs if r not in ok}),
+            "table": next((r["reference"].get("table") for r in runs if r.get("reference")), ""),
+        }
+        truth = next((r["metrics"]["w2_sq_true"] for r in ok if "w2_sq_true" in r["metrics"]), None)
+        for m in metrics:
+            vals = [r["metrics"][m] for r in ok if isinstance(r["metrics"].get(m), (int, float))]
+            row[m] = _mean_std(vals) if vals else None
+            paper = next((r["reference"][m] for r in runs if m in r.get("reference", {})), None)
+            row[f"{m}_paper"] = paper
+            if paper is not None and vals:
+                row[f"{m}_ok"] = at_least_as_good(m, row[m][0], paper, truth)
+        rows.append(row)
+    return rows, metrics
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, tuple):
+        mean, std = v
+        return f"{mean:.4g} ± {std:.2g}" if std else f"{mean:.4g}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(rows: list[dict], metrics: list[str], title: str = "") -> str:
+    """A Markdown table: cell, seeds, each metric with the paper's value and a ✓/✗ verdict."""
+    head = ["cell", "seeds ok"]
+    for m in metrics:
+        head.append(m)
+        if any(r.get(f"{m}_paper") is not None for r in rows):
+            head += [f"{m} (paper)", "≥ paper"]
+    lines = [f"## {title}"] if title else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    n_ok = n_cmp = 0
+    for r in rows:
+        status = f"{r['seeds_ok']}/{r['seeds']}"
+        if r["seeds_ok"] < r["seeds"]:
+            status += " FAILED: " + "; ".join(r["errors"]).replace("|", "/")
+        cells = [f"`{r['cell']}`", status]
+        for m in metrics:
+            cells.append(_fmt(r.get(m)))
+            if f"{m} (paper)" in head:
+                cells.append(_fmt(r.get(f"{m}_paper")))
+                verdict = r.get(f"{m}_ok")
+                cells.append("" if verdict is None else ("✓" if verdict else "✗"))
+                if verdict is not None:
+                    n_cmp += 1
+                    n_ok += bool(verdict)
+        lines.append("| " + " | ".join(cells) + " |")
+    if n_cmp:
+        lines.append(f"\n{n_ok} of {n_cmp} compared cells are at least as good as the paper.")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], metrics: list[str], path: Path) -> None:
+    """One CSV row per cell: mean and std per metric, the paper's value and the verdict."""
+    fields = ["cell", "table", "method", "problem", "preset", "d", "seeds_ok", "seeds", "errors"]
+    for m in metrics:
+        fields += [f"{m}_mean", f"{m}_std", f"{m}_paper", f"{m}_ok"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            out = {k: r.get(k) for k in fields[:8]}
+            out["errors"] = "; ".join(r["errors"])
+            for m in metrics:
+                mean_std = r.get(m) or (None, None)
+                out[f"{m}_mean"], out[f"{m}_std"] = mean_std
+                out[f"{m}_paper"] = r.get(f"{m}_paper")
+                out[f"{m}_ok"] = r.get(f"{m}_ok")
+            w.writerow(out)
+
+
+def make_table(folder: str | Path, metrics: list[str] | None = None) -> str:
+    """Write table.md and table.csv into ``folder``; return the Markdown."""
+    folder = Path(folder)
+    results = load_results(folder)
+    if not results:
+        raise SystemExit(f"no results.json under {folder}: give the folder of a run or a sweep")
+    rows, metrics = build_rows(results, metrics)
+    md = to_markdown(rows, metrics, title=folder.name)
+    (folder / "table.md").write_text(md)
+    write_csv(rows, metrics, folder / "table.csv")
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="a sweep folder (outputs/multirun/...) or any run folder")
+    parser.add_argument("--metrics", help="comma-separated metric names (default: automatic)")
+    args = parser.parse_args(argv)
+    metrics = args.metrics.split(",") if args.metrics else None
+    print(make_table(args.folder, metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""NCF trained end to end: fast smoke runs on every problem kind, slow acceptance runs."""
+
+import pytest
+
+from .conftest import FAST, read_results, run_folders, train
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        ["problem=toy2d", "problem.source=moons", "problem.target=8gaussians", "network=mlp"],
+        ["problem=toy2d_classes", "network=mlp"],
+        ["problem=gaussian", "problem.preset=two_axis_shift", "d=3", "method.hj_loss=pinn"],
+        ["problem=gaussian", "method.hj_loss=none", "scheduler=step"],
+    ],
+    ids=["toy2d", "classes", "pinn-d3", "mmd-only"],
+)
+def test_ncf_runs_on_each_problem_kind(tmp_path, problem):
+    train(tmp_path, *FAST, *problem)
+    (folder,) = run_folders(tmp_path)
+    res = read_results(folder)
+    assert res["status"] == "ok"
+    if "problem=toy2d_classes" in problem:
+        assert res["metrics"]["energy_distance_classes"] > 0
+    if "d=3" in problem:
+        assert (folder / "projection.png").exists() and res["metrics"]["uvp_fwd"] > 0
+    else:
+        assert (folder / "maps.png").exists()
+
+
+@pytest.mark.slow
+def test_ncf_d2_default_budget_reaches_uvp_below_one_percent(tmp_path):
+    train(tmp_path, "logger=csv", "d=2")
+    (folder,) = run_folders(tmp_path)
+    m = read_results(folder)["metrics"]
+    assert m["uvp_fwd"] < 1.0 and m["uvp_bwd"] < 1.0
+
+
+@pytest.mark.slow
+def test_class_conditional_beats_unconditional_on_class_fit(tmp_path):
+    common = [
+        "logger=csv",
+        "problem=toy2d_classes",
+        "network=mlp",
+        "trainer.max_steps=600",
+        "method.n_mmd=600",
+    ]
+    train(tmp_path / "cond", *common, "method.conditional=true")
+    train(tmp_path / "uncond", *common, "method.conditional=false")
+    (cond,) = run_folders(tmp_path / "cond")
+    (uncond,) = run_folders(tmp_path / "uncond")
+    ed_cond = read_results(cond)["metrics"]["energy_distance_classes"]
+    ed_uncond = read_results(uncond)["metrics"]["energy_distance_classes"]
+    assert ed_cond < 0.5 * ed_uncond

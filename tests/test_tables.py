@@ -1,0 +1,105 @@
+"""The table collector on synthetic sweep folders."""
+
+import csv
+import json
+
+import pytest
+
+from ot_experiments.tables import at_least_as_good, build_rows, main, make_table
+
+
+def write(folder, job, **res):
+    path = folder / job
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(res))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    ref = {"table": "T1a", "uvp_fwd": 0.010}
+    for seed, uvp in ((0, 0.004), (1, 0.008)):
+        write(
+            tmp_path,
+            f"{seed}_d2",
+            status="ok",
+            method="ncf",
+            problem="gaussian",
+            d=2,
+            overrides=["d=2", f"seed={seed}"],
+            reference=ref,
+            metrics={"uvp_fwd": uvp, "w2_sq": 1.0, "w2_sq_true": 1.0},
+        )
+    write(
+        tmp_path,
+        "2_d4",
+        status="ok",
+        method="ncf",
+        problem="gaussian",
+        d=4,
+        overrides=["d=4", "seed=0"],
+        reference={"table": "T1a", "uvp_fwd": 0.021},
+        metrics={"uvp_fwd": 0.5, "w2_sq": 2.0, "w2_sq_true": 2.1},
+    )
+    write(
+        tmp_path,
+        "3_d4",
+        status="failed",
+        method="ncf",
+        problem="gaussian",
+        d=4,
+        overrides=["d=4", "seed=1"],
+        reference={"table": "T1a", "uvp_fwd": 0.021},
+        error="training diverged at step 7",
+        metrics={},
+    )
+    write(
+        tmp_path,
+        "4_d8",
+        status="failed",
+        method="ncf",
+        problem="gaussian",
+        d=8,
+        overrides=["d=8", "seed=0"],
+        error="d=8 something",
+        metrics={},
+    )
+    return tmp_path
+
+
+def test_rows_mean_std_paper_and_verdict(sweep):
+    from ot_experiments.tables import load_results
+
+    rows, metrics = build_rows(load_results(sweep))
+    assert metrics[0] == "uvp_fwd"
+    by = {r["cell"]: r for r in rows}
+    d2 = by["d=2"]
+    assert d2["uvp_fwd"][0] == pytest.approx(0.006)
+    assert d2["uvp_fwd"][1] == pytest.approx(0.0028284, rel=1e-4)
+    assert d2["uvp_fwd_paper"] == 0.010 and d2["uvp_fwd_ok"] is True
+    d4 = by["d=4"]
+    assert (d4["seeds_ok"], d4["seeds"]) == (1, 2) and d4["uvp_fwd_ok"] is False
+    assert d4["errors"] == ["training diverged at step 7"]
+    d8 = by["d=8"]
+    assert d8["seeds_ok"] == 0 and d8["uvp_fwd"] is None
+
+
+def test_markdown_and_csv_show_failed_cells(sweep):
+    md = make_table(sweep)
+    assert "1/2 FAILED: training diverged at step 7" in md
+    assert "0/1 FAILED" in md
+    assert "1 of 2 compared cells are at least as good as the paper." in md
+    rows = list(csv.DictReader(open(sweep / "table.csv")))
+    assert len(rows) == 3 and rows[0]["uvp_fwd_paper"] == "0.01"
+    assert (sweep / "table.md").read_text() == md
+
+
+def test_w2_verdict_uses_distance_to_truth():
+    assert at_least_as_good("w2_sq", 16.05, 15.88, 16.0)
+    assert not at_least_as_good("w2_sq", 16.5, 15.88, 16.0)
+    assert at_least_as_good("hi", 0.9, 0.89, None)
+    assert not at_least_as_good("uvp_fwd", 0.9, 0.5, None)
+
+
+def test_cli_on_empty_folder_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no results.json"):
+        main([str(tmp_path)])
