@@ -31,6 +31,12 @@ META_KEYS = ("name", "lr")  # method/problem keys that are not constructor argum
 # -- checks -----------------------------------------------------------------------------
 def validate_config(cfg: DictConfig) -> None:
     """Raise a one-sentence ConfigError for bad top-level values, before anything is built."""
+    budgets = cfg.get("budget_steps")
+    if budgets is not None and cfg.get("budget") not in budgets:
+        raise ConfigError(
+            f"budget={cfg.get('budget')!r} is not defined for this experiment; "
+            f"choose one of {', '.join(budgets)}"
+        )
     d = cfg.get("d")
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise ConfigError(f"d={d!r} is not valid: the dimension d must be an integer >= 1")

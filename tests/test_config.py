@@ -85,3 +85,29 @@ def test_cli_help_and_cfg(tmp_path):
     bad = train(tmp_path, "network=nope", check=False)
     assert bad.returncode != 0 and "Available options in 'network'" in bad.stderr
     assert (ROOT / "conf" / "experiment" / "t1a.yaml").exists()
+
+
+def test_slurm_composes_with_submitit_launcher():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hardware=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.partition == "gpu"
+    assert cfg.trainer.accelerator == "gpu"
+
+
+def test_joblib_launcher_composes():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+def test_optuna_search_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra [optuna]")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=ncf_optuna"], return_hydra_config=True)
+    assert cfg.optimized_metric == "uvp_fwd"
+    assert set(cfg.hydra.sweeper.params) == {"method.mmd_weight", "method.lr"}

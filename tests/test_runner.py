@@ -77,6 +77,7 @@ def test_multirun_six_jobs_one_folder_each(tmp_path):
         ("problem.preset=two_axis_shift d=1", "needs d >= 2"),
         ("problem=toy2d d=3", "two-dimensional"),
         ("method.conditional=true", "needs a labelled problem"),
+        ("experiment=t1a budget=huge", "budget='huge' is not defined for this experiment"),
     ],
 )
 def test_bad_input_is_one_sentence(tmp_path, override, message):
