@@ -218,6 +218,7 @@ def run(cfg: DictConfig) -> dict:
             results["metrics"] = metrics
             save_figures(problem, method, out, history=method.history)
             method.extra_figures(out)
+            problem.figures(method, out)
             results["timing"].update(_timing(timer, train_s, method.device))
         results["status"] = "ok"
         return results
@@ -259,7 +260,7 @@ def _evaluate_and_baselines(cfg, problem, method, results) -> dict:
     g = torch.Generator().manual_seed(cfg.seed + 10_000)
     x = problem.sample_source(n, generator=g)
     y = problem.sample_target(n, generator=g)
-    results["baselines"] = pot_baselines(x, y)
+    results["baselines"] = {**pot_baselines(x, y), **problem.baselines()}
     t1 = time.perf_counter()
     method.transport(x)
     results["timing"]["inference_s_per_1k"] = 1000 * (time.perf_counter() - t1) / n
@@ -294,7 +295,8 @@ def _print_summary(results: dict, out: Path) -> None:
         if isinstance(v, (int, float))
     ]
     for name, b in results["baselines"].items():
-        lines.append(f"  {name + ' w2_sq':>24s} = {b['w2_sq']:.6g} ({b['seconds']:.3f} s)")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in b.items() if isinstance(v, float))
+        lines.append(f"  {name:>24s}: {shown}")
     if results["reference"]:
         lines.append(f"  paper reference: {results['reference']}")
     lines.append(

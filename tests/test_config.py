@@ -79,7 +79,11 @@ def test_problems_offering():
 
 def test_cli_help_and_cfg(tmp_path):
     out = train(tmp_path, "--help").stdout
-    assert "method: ncf" in out and "hardware: cpu, ddp, gpu" in out
+    groups = dict(
+        line.split(": ", 1) for line in out.splitlines() if line[:1].isalpha() and ": " in line
+    )
+    assert "ncf" in groups["method"].split(", ")
+    assert {"cpu", "gpu", "ddp", "slurm"} <= set(groups["hardware"].split(", "))
     out = train(tmp_path, "method=ncf", "problem=gaussian", "d=64", "--cfg", "job").stdout
     assert "d: 64" in out and "DenseICNN" in out
     bad = train(tmp_path, "network=nope", check=False)

@@ -18,7 +18,8 @@ def evaluate(problem, method, n: int = 2000, seed: int = 0, full: bool = True) -
     - ``energy_distance`` (T̂#μ vs ν) and ``energy_distance_bwd`` (Ŝ#ν vs μ);
     - ``energy_distance_classes``: mean over classes of ED(T̂#μ_k, ν_k) (labelled problems);
     - with ``full``: ``w2_sq_pushed_target``, the exact (POT) W2² between T̂#μ and ν samples;
-    - whatever ``method.extra_metrics(x, problem)`` adds.
+    - whatever ``method.extra_metrics(x, problem)`` adds, and with ``full`` what
+      ``problem.evaluate_method(method)`` adds.
     """
     g = torch.Generator().manual_seed(seed)
     x = problem.sample_source(n, generator=g)
@@ -54,6 +55,8 @@ def evaluate(problem, method, n: int = 2000, seed: int = 0, full: bool = True) -
     if full:
         out["w2_sq_pushed_target"] = emd_w2_sq(tx, y)
     out.update(method.extra_metrics(x, problem))
+    if full:
+        out.update(problem.evaluate_method(method))
     return out
 
 

@@ -73,6 +73,19 @@ class Problem:
         """Exact W2² = min E‖x − T(x)‖²."""
         raise NotImplementedError(f"{type(self).__name__} has no ground-truth cost")
 
+    # -- problem-specific evaluation (e.g. colour transfer) ------------------------------
+    def evaluate_method(self, method) -> dict[str, float]:
+        """Problem-specific metrics of a trained method, added to ``evaluate``'s output."""
+        return {}
+
+    def baselines(self) -> dict[str, dict]:
+        """Problem-specific classical baselines: ``{name: {metric: value}}``."""
+        return {}
+
+    def figures(self, method, out) -> list:
+        """Problem-specific figures of a trained method written into ``out``."""
+        return []
+
     # -- derived helpers ----------------------------------------------------------------
     def source_variance(self) -> float:
         """tr Cov(μ); estimated from 20,000 samples unless a subclass knows it exactly."""
