@@ -183,6 +183,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         validate_config(cfg)
         results["reference"] = reference_for(method_name, problem_name, results["preset"], cfg.d)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         problem = build_problem(cfg)
         method_cls = get_class(cfg.method._target_)
