@@ -147,7 +147,7 @@ class ColorTransferProblem(Problem):
         self,
         dim: int = 3,
         source: str = "skimage:coffee",
-        target: str = "skimage:astronaut",
+        target: str = "skimage:rocket",
         max_side: int = 256,
     ) -> None:
         if dim != 3:
