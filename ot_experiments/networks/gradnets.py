@@ -1,0 +1,360 @@
+"""Gradient networks (Chaudhari, Pranav, Moura, "Gradient Networks"): maps R^d → R^d whose
+input Jacobian is symmetric, and for the monotone variants (mGradNets) symmetric PSD for every
+input and every parameter value — so the map is the gradient of a (convex) potential.
+
+Every network here returns its input Jacobian in closed form, J = Σ_k W_kᵀ D_k W_k:
+
+- ``MGradNetC`` (cascade, one shared W ∈ R^{m×d}, L layers)::
+
+      z_1     = β̃_1 ⊙ (W x + b_1)
+      z_{l+1} = β̃_{l+1} ⊙ (W x + b_{l+1}) + α̃_l ⊙ σ_l(z_l)
+      f(x)    = Wᵀ [α̃_L ⊙ σ_L(z_L)] + b_out,       J = Wᵀ diag(α̃_L σ_L'(z_L) v_L) W,
+      v_1 = β̃_1,  v_{l+1} = β̃_{l+1} + α̃_l σ_l'(z_l) v_l   (dz_l/dx = diag(v_l) W);
+
+- ``MGradNetM`` (K modules with their own W_k ∈ R^{m×d}, b_k, scalars α_k, β_k)::
+
+      f(x) = Σ_k α̃_k W_kᵀ σ_k(β̃_k (W_k x + b_k)) + b,   J = Σ_k α̃_k β̃_k W_kᵀ Jσ_k(z_k) W_k.
+
+Monotone nets use α̃ = softplus(α), β̃ = softplus(β); the unconstrained GradNets use α̃ = α
+(and β̃ = β for the cascade), which keeps J symmetric but not PSD. Activations are monotone:
+``Tanh``, ``WTanh`` (elementwise) and ``WSoftmax`` (vector-valued, Jacobian = diagonal minus
+two rank-one terms). ``input_jacobian`` falls back to ``torch.func`` (vmap of jacrev) for any
+other network, e.g. the unconstrained MLP baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ot_experiments.errors import ConfigError
+
+# -- activations --------------------------------------------------------------------------
+
+
+class Tanh(nn.Module):
+    """σ(z) = tanh z elementwise; σ'(z) = 1 − tanh² z."""
+
+    elementwise = True
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(z)
+
+    def jacobian_parts(self, z: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Jσ(z) = diag(1 − tanh² z); no low-rank part."""
+        return 1 - torch.tanh(z).square(), []
+
+
+class WTanh(nn.Module):
+    """σ(z) = sp(a) ⊙ tanh z + sp(b) ⊙ (z − tanh z), elementwise and monotone.
+
+    σ'(z) = sp(a) (1 − tanh² z) + sp(b) tanh² z ≥ 0. ``shape`` is the shape of a and b
+    (broadcast against the trailing dimensions of z), initialised U(0, 1).
+    """
+
+    elementwise = True
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.rand(shape))
+        self.b = nn.Parameter(torch.rand(shape))
+
+    def forward(self, z: Tensor) -> Tensor:
+        t = torch.tanh(z)
+        return F.softplus(self.a) * t + F.softplus(self.b) * (z - t)
+
+    def jacobian_parts(self, z: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Jσ(z) = diag(sp(a)(1 − tanh² z) + sp(b) tanh² z); no low-rank part."""
+        t2 = torch.tanh(z).square()
+        return F.softplus(self.a) * (1 - t2) + F.softplus(self.b) * t2, []
+
+
+class WSoftmax(nn.Module):
+    """σ(z) = sp(a) softmax(z) − sp(b) softmin(z) over the last axis (monotone).
+
+    softmax = ∇ logsumexp(z) and −softmin(z) = ∇ logsumexp(−z), so with s = softmax(z),
+    t = softmax(−z): Jσ(z) = sp(a)(diag s − s sᵀ) + sp(b)(diag t − t tᵀ), PSD.
+    ``shape`` is the shape of the scalars a, b (e.g. (K, 1) for K modules), initialised 0.5
+    as in the authors' code.
+    """
+
+    elementwise = False
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.full(shape, 0.5))
+        self.b = nn.Parameter(torch.full(shape, 0.5))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.softplus(self.a) * torch.softmax(z, -1) - F.softplus(self.b) * torch.softmax(
+            -z, -1
+        )
+
+    def jacobian_parts(self, z: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Jσ(z) = diag(sp(a) s + sp(b) t) − sp(a) s sᵀ − sp(b) t tᵀ, as (diag, [(coef, vec)])."""
+        s, t = torch.softmax(z, -1), torch.softmax(-z, -1)
+        ca, cb = F.softplus(self.a), F.softplus(self.b)
+        diag = ca * s + cb * t
+        ones = torch.ones_like(z)
+        return diag, [((ca * ones)[..., 0], s), ((cb * ones)[..., 0], t)]
+
+
+ACTIVATIONS = {"tanh": Tanh, "wtanh": WTanh, "wsoftmax": WSoftmax}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ConfigError(
+            f"network.activation={name!r} is not a gradient-network activation; "
+            f"choose one of {', '.join(ACTIVATIONS)}"
+        )
+    return ACTIVATIONS[name]
+
+
+def _check_dims(in_dim: int, out_dim: int | None) -> int:
+    if out_dim is not None and out_dim != in_dim:
+        raise ConfigError(
+            f"a gradient network maps R^d to R^d, so out_dim must equal in_dim ({in_dim}), "
+            f"got out_dim={out_dim}"
+        )
+    return int(in_dim)
+
+
+def _xavier(*shape: int) -> Tensor:
+    w = torch.empty(*shape)
+    for k in range(w.shape[0]) if w.dim() == 3 else [None]:
+        nn.init.xavier_uniform_(w if k is None else w[k])
+    return w
+
+
+def weighted_outer_sum(c: Tensor, u: Tensor, minus: list[tuple[Tensor, Tensor]] = ()) -> Tensor:
+    """J_n = Σ_r c_{nr} u_r u_rᵀ − Σ_k a_{nk} g_{nk} g_{nk}ᵀ, shapes c (n, r), U (r, d),
+    ``minus`` = [(a (n, K), g (n, K, d)), …] → (n, d, d).
+
+    The first sum, Uᵀ diag(c_n) U, is ONE matrix product (n, r) @ (r, d²) with rows
+    vec(u_r u_rᵀ) — much faster than n small (d×r)(r×d) products; the rank-one corrections
+    are subtracted in place with batched (d×K)(K×d) products.
+    """
+    n, d = c.shape[0], u.shape[1]
+    jac = (c @ (u[:, :, None] * u[:, None, :]).reshape(u.shape[0], d * d)).view(n, d, d)
+    for a, g in minus:
+        jac = jac.baddbmm_((g * a[:, :, None]).transpose(1, 2), g, alpha=-1)
+    return jac
+
+
+# -- networks -----------------------------------------------------------------------------
+
+
+class MGradNetC(nn.Module):
+    """Cascaded (m)GradNet: L layers of width m sharing one W ∈ R^{m×d} (module docstring).
+
+    Parameters
+    ----------
+    in_dim, out_dim : int
+        d (out_dim must equal in_dim or be None).
+    layers : int
+        L.
+    width : int
+        m. J has rank ≤ m, so m ≥ d is needed for a non-singular Jacobian.
+    activation : {"wtanh", "tanh"}
+        Elementwise monotone σ_l (one set of WTanh parameters per layer).
+    monotone : bool
+        True: softplus on α, β (mGradNet-C, J PSD); False: GradNet-C (J symmetric).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | None = None,
+        layers: int = 4,
+        width: int = 32,
+        activation: str = "wtanh",
+        monotone: bool = True,
+    ) -> None:
+        super().__init__()
+        d = _check_dims(in_dim, out_dim)
+        act = _activation(activation)
+        if not act.elementwise:
+            raise ConfigError(
+                f"network.activation={activation!r} is not elementwise; the cascaded GradNet "
+                "needs tanh or wtanh (use mgradnet_m for wsoftmax)"
+            )
+        if layers < 1 or width < 1:
+            raise ConfigError(
+                f"network.layers and network.width must be >= 1 (got {layers}, {width})"
+            )
+        self.monotone = bool(monotone)
+        self.W = nn.Parameter(_xavier(width, d))
+        self.b = nn.Parameter(torch.zeros(layers, width))
+        self.b_out = nn.Parameter(torch.zeros(d))
+        self.alpha = nn.Parameter(torch.rand(layers, width))
+        self.beta = nn.Parameter(torch.rand(layers, width))
+        self.act = nn.ModuleList([act((width,)) for _ in range(layers)])
+
+    def _pos(self, p: Tensor) -> Tensor:
+        return F.softplus(p) if self.monotone else p
+
+    def forward_and_jacobian(
+        self, x: Tensor, jacobian: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """f(x) (n, d) and J(x) = Wᵀ diag(D) W (n, d, d) (None when ``jacobian`` is False)."""
+        alpha, beta = self._pos(self.alpha), self._pos(self.beta)
+        u = x @ self.W.T
+        z = beta[0] * (u + self.b[0])
+        v = beta[0].expand_as(z)
+        for layer in range(1, len(self.act)):
+            prev = self.act[layer - 1]
+            if jacobian:
+                v = beta[layer] + alpha[layer - 1] * prev.jacobian_parts(z)[0] * v
+            z = beta[layer] * (u + self.b[layer]) + alpha[layer - 1] * prev(z)
+        last = self.act[-1]
+        f = (alpha[-1] * last(z)) @ self.W + self.b_out
+        if not jacobian:
+            return f, None
+        diag = alpha[-1] * last.jacobian_parts(z)[0] * v  # (n, m)
+        return f, weighted_outer_sum(diag, self.W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_and_jacobian(x, jacobian=False)[0]
+
+    def jacobian(self, x: Tensor) -> Tensor:
+        """Closed-form input Jacobian, (n, d) → (n, d, d)."""
+        return self.forward_and_jacobian(x)[1]
+
+
+class MGradNetM(nn.Module):
+    """Modular (m)GradNet: K modules of width m, f = Σ_k α̃_k W_kᵀ σ(β̃_k(W_k x + b_k)) + b.
+
+    Parameters
+    ----------
+    in_dim, out_dim : int
+        d (out_dim must equal in_dim or be None).
+    modules : int
+        K.
+    width : int
+        m (hidden width of each module).
+    activation : {"wsoftmax", "wtanh", "tanh"}
+        σ_k, with its own parameters per module.
+    monotone : bool
+        True: α̃ = softplus(α) (mGradNet-M, J PSD); False: α̃ = α (GradNet-M, J symmetric).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | None = None,
+        modules: int = 4,
+        width: int = 32,
+        activation: str = "wsoftmax",
+        monotone: bool = True,
+    ) -> None:
+        super().__init__()
+        d = _check_dims(in_dim, out_dim)
+        act = _activation(activation)
+        if modules < 1 or width < 1:
+            raise ConfigError(
+                f"network.modules and network.width must be >= 1 (got {modules}, {width})"
+            )
+        self.monotone = bool(monotone)
+        self.W = nn.Parameter(_xavier(modules, width, d))
+        self.b = nn.Parameter(torch.zeros(modules, width))
+        self.b_out = nn.Parameter(torch.zeros(d))
+        self.alpha = nn.Parameter(torch.rand(modules))
+        self.beta = nn.Parameter(torch.rand(modules))
+        self.act = act((modules, width) if act.elementwise else (modules, 1))
+
+    def forward_and_jacobian(
+        self, x: Tensor, jacobian: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """f(x) (n, d) and J(x) = Σ_k α̃_k β̃_k W_kᵀ Jσ(z_k) W_k (n, d, d)."""
+        alpha = F.softplus(self.alpha) if self.monotone else self.alpha
+        beta = F.softplus(self.beta)
+        z = beta[:, None] * (torch.einsum("nd,kmd->nkm", x, self.W) + self.b)  # (n, K, m)
+        f = torch.einsum("nkm,kmd->nd", alpha[:, None] * self.act(z), self.W) + self.b_out
+        if not jacobian:
+            return f, None
+        scale = alpha * beta  # (K,)
+        diag, low_rank = self.act.jacobian_parts(z)
+        n, k, m = z.shape
+        c = (scale[:, None] * diag).reshape(n, k * m)
+        minus = [
+            (scale * coef, torch.einsum("nkm,kmd->nkd", vec, self.W)) for coef, vec in low_rank
+        ]
+        return f, weighted_outer_sum(c, self.W.reshape(k * m, -1), minus)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_and_jacobian(x, jacobian=False)[0]
+
+    def jacobian(self, x: Tensor) -> Tensor:
+        """Closed-form input Jacobian, (n, d) → (n, d, d)."""
+        return self.forward_and_jacobian(x)[1]
+
+
+# -- Jacobians and log-determinants ---------------------------------------------------------
+
+
+def autograd_jacobian(net: nn.Module, x: Tensor) -> Tensor:
+    """Input Jacobian by ``torch.func.vmap(jacrev(net))``: (n, d) → (n, d_out, d).
+
+    Differentiable with respect to the network parameters (usable in a loss).
+    """
+    from torch.func import jacrev, vmap
+
+    return vmap(jacrev(lambda xi: net(xi[None])[0]))(x)
+
+
+def map_and_jacobian(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(f(x), J_f(x)), shapes (n, d) and (n, d, d): closed form when the network has one,
+    else the ``torch.func`` fallback."""
+    if hasattr(net, "forward_and_jacobian"):
+        return net.forward_and_jacobian(x)
+    return net(x), autograd_jacobian(net, x)
+
+
+def logdet_psd(jac: Tensor) -> Tensor:
+    """log det J for symmetric PSD J (n, d, d) → (n,), by a per-sample Cholesky J = L Lᵀ:
+    log det J = 2 Σᵢ log Lᵢᵢ.
+
+    Rows whose Cholesky fails (J numerically singular or, in float32, with a tiny negative
+    eigenvalue) get ``slogdet``'s log |det J| instead; they are replaced by the identity
+    before the Cholesky so that no NaN reaches the backward pass.
+    """
+    chol, info = torch.linalg.cholesky_ex(jac)
+    bad = info > 0
+    if not bool(bad.any()):
+        return 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+    safe = torch.where(bad[:, None, None], eye, jac)
+    out = 2 * torch.log(torch.diagonal(torch.linalg.cholesky(safe), dim1=-2, dim2=-1)).sum(-1)
+    rows = bad.nonzero()[:, 0]
+    return out.index_put((rows,), torch.linalg.slogdet(jac[rows])[1])
+
+
+def log_abs_det(jac: Tensor, psd: bool) -> Tensor:
+    """log |det J|, (n, d, d) → (n,): Cholesky when J is known to be PSD, else ``slogdet``."""
+    return logdet_psd(jac) if psd else torch.linalg.slogdet(jac)[1]
+
+
+def is_monotone(net: nn.Module) -> bool:
+    """True for networks whose Jacobian is PSD by construction (the mGradNets)."""
+    return bool(getattr(net, "monotone", False))
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "MGradNetC",
+    "MGradNetM",
+    "Tanh",
+    "WSoftmax",
+    "WTanh",
+    "autograd_jacobian",
+    "weighted_outer_sum",
+    "is_monotone",
+    "log_abs_det",
+    "logdet_psd",
+    "map_and_jacobian",
+]
