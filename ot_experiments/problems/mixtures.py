@@ -1,0 +1,116 @@
+"""A pair of Gaussian mixtures with exact log densities (Q-flow density-ratio problem, T6).
+
+P = (1/K_P) Σ_k N(a_k, A_k) and Q = (1/K_Q) Σ_k N(b_k, B_k), equal weights. The paper's
+2-D setting has three components in P and two in Q; its means and covariances are not
+published, so ``conf/problem/dre_mixtures.yaml`` records the ones we chose. The true log
+ratio log(q/p)(x) = ln q(x) − ln p(x) is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ot_experiments.errors import ConfigError
+from ot_experiments.problems.base import Problem, require_dim
+
+
+def mixture_log_density(x: Tensor, means: Tensor, chols: Tensor) -> Tensor:
+    """ln (1/K) Σ_k N(x; m_k, L_k L_kᵀ); x (n, d), means (K, d), chols (K, d, d) → (n,)."""
+    k, d = means.shape
+    diff = (x[None, :, :] - means.to(x)[:, None, :]).transpose(1, 2)  # (K, d, n)
+    z = torch.linalg.solve_triangular(chols.to(x), diff, upper=False)  # (K, d, n)
+    logdet = torch.log(torch.diagonal(chols.to(x), dim1=1, dim2=2)).sum(1)  # (K,)
+    comp = -0.5 * z.square().sum(1) - logdet[:, None] - 0.5 * d * math.log(2 * math.pi)
+    return torch.logsumexp(comp, dim=0) - math.log(k)
+
+
+def _as_params(name: str, means: Sequence, covs: Sequence, dim: int) -> tuple[Tensor, Tensor]:
+    m = torch.as_tensor(means, dtype=torch.float64)
+    c = torch.as_tensor(covs, dtype=torch.float64)
+    if m.dim() != 2 or m.shape[1] != dim or c.shape != (m.shape[0], dim, dim):
+        raise ConfigError(
+            f"problem.{name}: expected K means of length d={dim} and K covariances of shape "
+            f"{dim}x{dim}, got means {tuple(m.shape)} and covariances {tuple(c.shape)}"
+        )
+    try:
+        chol = torch.linalg.cholesky(c)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"problem.{name}: every covariance must be symmetric positive definite"
+        ) from err
+    return m, chol
+
+
+class GaussianMixturePairProblem(Problem):
+    """Equal-weight Gaussian mixtures P (source) and Q (target) with exact densities.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension d (the T6 configuration is 2-D).
+    source_means, target_means : list of list of float
+        Component means, shapes (K_P, d) and (K_Q, d).
+    source_covs, target_covs : list of d×d lists
+        Component covariances, shapes (K_P, d, d) and (K_Q, d, d).
+    """
+
+    offers = frozenset({"samples", "log_density"})
+
+    def __init__(
+        self,
+        dim: int = 2,
+        source_means: Sequence = ((-2.0, -1.0), (2.0, -1.0), (0.0, 2.0)),
+        source_covs: Sequence = (
+            ((0.3, 0.0), (0.0, 0.3)),
+            ((0.3, 0.0), (0.0, 0.3)),
+            ((0.3, 0.0), (0.0, 0.3)),
+        ),
+        target_means: Sequence = ((-1.0, 0.5), (1.0, 0.5)),
+        target_covs: Sequence = (((0.5, 0.2), (0.2, 0.3)), ((0.5, -0.2), (-0.2, 0.3))),
+    ) -> None:
+        self.dim = require_dim("dre_mixtures", dim)
+        self.a, self.chol_a = _as_params("source_means/source_covs", source_means, source_covs, dim)
+        self.b, self.chol_b = _as_params("target_means/target_covs", target_means, target_covs, dim)
+
+    def _sample(self, means, chols, n, g, device) -> Tensor:
+        k = torch.randint(0, means.shape[0], (n,), generator=g, device=device)
+        z = torch.randn(n, self.dim, generator=g, device=device)
+        m = means.to(device, torch.float32)[k]
+        ch = chols.to(device, torch.float32)[k]
+        return m + torch.einsum("nij,nj->ni", ch, z)
+
+    def sample_source(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
+        return self._sample(self.a, self.chol_a, n, generator, device)
+
+    def sample_target(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
+        return self._sample(self.b, self.chol_b, n, generator, device)
+
+    def log_density_source(self, x: Tensor) -> Tensor:
+        return mixture_log_density(x, self.a, self.chol_a)
+
+    def log_density_target(self, y: Tensor) -> Tensor:
+        return mixture_log_density(y, self.b, self.chol_b)
+
+    def log_ratio_true(self, x: Tensor) -> Tensor:
+        """Exact log(q/p)(x) = ln q(x) − ln p(x), shape (n,)."""
+        return self.log_density_target(x) - self.log_density_source(x)
+
+    def _variance(self, means: Tensor, chols: Tensor) -> float:
+        """tr Cov of an equal-weight mixture = mean tr Σ_k + tr Cov of the means."""
+        covs = chols @ chols.transpose(1, 2)
+        within = torch.diagonal(covs, dim1=1, dim2=2).sum(1).mean()
+        between = (means - means.mean(0)).square().sum(1).mean()
+        return float(within + between)
+
+    def source_variance(self) -> float:
+        return self._variance(self.a, self.chol_a)
+
+    def target_variance(self) -> float:
+        return self._variance(self.b, self.chol_b)
+
+
+__all__ = ["GaussianMixturePairProblem", "mixture_log_density"]
