@@ -105,8 +105,21 @@ def build_method(cfg: DictConfig, problem):
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    """Loggers from ``cfg.logger`` (a dict of logger configs; empty for none)."""
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    """Loggers from ``cfg.logger`` (a dict of logger configs; empty for none).
+
+    A wandb run is grouped by ``experiment_name`` (in its config) and tagged with ``tags`` plus
+    this job's overrides, so the runs of a sweep can be told apart and filtered.
+    """
+    loggers = []
+    for c in (cfg.get("logger") or {}).values():
+        if not c:
+            continue
+        if str(c.get("_target_", "")).endswith("WandbLogger"):
+            tags = [*(c.get("tags") or []), *_job_overrides()]
+            loggers.append(instantiate(c, tags=[t[:64] for t in tags]))
+        else:
+            loggers.append(instantiate(c))
+    return loggers
 
 
 class StepTimer(pl.Callback):

@@ -115,3 +115,13 @@ def test_optuna_search_config_composes():
         cfg = compose("config", overrides=["experiment=ncf_optuna"], return_hydra_config=True)
     assert cfg.optimized_metric == "uvp_fwd"
     assert set(cfg.hydra.sweeper.params) == {"method.mmd_weight", "method.lr"}
+
+
+def test_wandb_logger_grouped_by_experiment_and_tagged(tmp_path):
+    from ot_experiments.runner import build_loggers
+
+    cfg = cfg_with("experiment=t1a", "logger=wandb", f"paths.output_dir={tmp_path}")
+    (logger,) = build_loggers(cfg)
+    assert logger._wandb_init["group"] == "t1a"
+    assert logger._wandb_init["tags"] == ["t1a"]
+    assert logger._offline is True
