@@ -50,6 +50,17 @@ def load_results(folder: str | Path) -> list[dict]:
     return out
 
 
+def lookup(res: dict, name: str):
+    """A metric by name, or a dotted path into results.json (``timing.step_ms``,
+    ``baselines.pot_emd.w2_sq``); None when absent."""
+    if "." not in name:
+        return res.get("metrics", {}).get(name)
+    node = res
+    for part in name.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def cell_key(res: dict) -> str:
     """The job's identity within a sweep: its overrides without the seed."""
     overrides = [o for o in res.get("overrides", []) if not o.startswith("seed=")]
@@ -79,6 +90,8 @@ def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[l
     for res in results:
         groups[cell_key(res)].append(res)
     if metrics is None:
+        metrics = next((r["table_metrics"] for r in results if r.get("table_metrics")), None)
+    if metrics is None:
         present = {k for r in results for k in r.get("metrics", {})}
         refs = [k for r in results for k in r.get("reference", {}) if k != "table"]
         metrics = list(dict.fromkeys(refs + [m for m in DEFAULT_METRICS if m in present]))
@@ -100,7 +113,7 @@ def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[l
         }
         truth = next((r["metrics"]["w2_sq_true"] for r in ok if "w2_sq_true" in r["metrics"]), None)
         for m in metrics:
-            vals = [r["metrics"][m] for r in ok if isinstance(r["metrics"].get(m), (int, float))]
+            vals = [lookup(r, m) for r in ok if isinstance(lookup(r, m), (int, float))]
             row[m] = _mean_std(vals) if vals else None
             paper = next((r["reference"][m] for r in runs if m in r.get("reference", {})), None)
             row[f"{m}_paper"] = paper

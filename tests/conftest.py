@@ -17,6 +17,7 @@ FAST = [
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
     "eval_points=200",
+    "inference_points=1000",
     "method.n_mmd=200",
     "method.n_collocation=100",
     "method.eval_points=200",

@@ -103,3 +103,21 @@ def test_w2_verdict_uses_distance_to_truth():
 def test_cli_on_empty_folder_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no results.json"):
         main([str(tmp_path)])
+
+
+def test_dotted_metrics_and_table_metrics_from_results(tmp_path):
+    write(
+        tmp_path,
+        "0",
+        status="ok",
+        method="ncf",
+        problem="gaussian",
+        d=2,
+        overrides=["method=ncf"],
+        table_metrics=["uvp_fwd", "timing.step_ms", "baselines.pot_emd.seconds"],
+        metrics={"uvp_fwd": 0.5},
+        timing={"step_ms": 12.0},
+        baselines={"pot_emd": {"seconds": 0.25}},
+    )
+    md = make_table(tmp_path)
+    assert "timing.step_ms" in md and "| 12 |" in md and "| 0.25 |" in md
