@@ -16,11 +16,34 @@ T3_GRADNET_MSE = (
 )
 
 
-def reference_for(method: str, problem: str, preset: str | None, d: int) -> dict:
+# T1b / T1c (Lagrangian paper, Tables 3.1-3.2): transport cost W2² of the paper's method
+# (BP; adjoint only at d = 2) and the Sinkhorn column, per (preset, d).
+T1C_LAGRANGIAN = {
+    ("shift", 2): {"bp": 15.8792, "adjoint": 15.8792, "sinkhorn": 16.1087},
+    ("scale_shift", 2): {"bp": 16.3305, "adjoint": 18.1147, "sinkhorn": 16.4795},
+    ("two_axis_shift", 2): {"bp": 127.7931, "adjoint": 128.8924, "sinkhorn": 127.3440},
+    ("shift", 10): {"bp": 16.0131, "sinkhorn": 18.5652},
+    ("scale_shift", 10): {"bp": 17.9837, "sinkhorn": 19.4240},
+    ("two_axis_shift", 10): {"bp": 128.1140, "sinkhorn": 130.5551},
+    ("shift", 50): {"bp": 16.1800, "sinkhorn": 62.1359},
+    ("scale_shift", 50): {"bp": 26.0273, "sinkhorn": 51.4754},
+    ("two_axis_shift", 50): {"bp": 128.2735, "sinkhorn": 174.1247},
+}
+
+
+def reference_for(
+    method: str, problem: str, preset: str | None, d: int, gradient: str | None = None
+) -> dict:
     """The paper value(s) for this (method, problem, preset, d) cell, or {} when none.
 
-    ``preset`` is the problem's preset, case or task (e.g. ``ncf_benchmark``, ``0to4``).
+    ``preset`` is the problem's preset, case or task (e.g. ``ncf_benchmark``, ``0to4``);
+    ``gradient`` is the Lagrangian method's ``backprop`` / ``adjoint`` (T1b).
     """
+    if method == "lagrangian" and problem == "gaussian" and (preset, d) in T1C_LAGRANGIAN:
+        ref = T1C_LAGRANGIAN[(preset, d)]
+        if gradient == "adjoint":
+            return {"table": "T1b", "w2_sq": ref["adjoint"]} if "adjoint" in ref else {}
+        return {"table": "T1c", "w2_sq": ref["bp"], "baselines.pot_sinkhorn.w2_sq": ref["sinkhorn"]}
     if method == "ncf" and problem == "gaussian" and preset == "ncf_benchmark" and d in T1A_NCF_UVP:
         return {"table": "T1a", "uvp_fwd": T1A_NCF_UVP[d]}
     if method == "gradnet" and problem == "mnist_morphing" and preset:

@@ -197,7 +197,9 @@ def run(cfg: DictConfig) -> dict:
     timer = StepTimer()
     try:
         validate_config(cfg)
-        results["reference"] = reference_for(method_name, problem_name, results["preset"], cfg.d)
+        results["reference"] = reference_for(
+            method_name, problem_name, results["preset"], cfg.d, cfg.method.get("gradient")
+        )
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)

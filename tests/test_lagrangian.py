@@ -1,0 +1,308 @@
+"""Lagrangian dynamic OT: nodal networks, RK4/Simpson, loss terms, gradients, end-to-end runs."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import torch
+
+from ot_experiments.errors import ConfigError
+from ot_experiments.methods.lagrangian import (
+    FrozenField,
+    Lagrangian,
+    h1_regulariser,
+    kinetic_energy,
+    reference_h1_weight,
+    rk4_characteristics,
+    rk4_path,
+    rk4_stage_times,
+    simpson,
+    trapezoid,
+)
+from ot_experiments.networks.nodal import NodalVelocity, NodalWeightsVelocity
+from ot_experiments.problems.gaussian import GaussianProblem
+
+from .conftest import read_results, run_folders, train
+
+NETS = (NodalVelocity, NodalWeightsVelocity)
+TIMES = (0.0, 0.13, 0.2, 0.5, 0.61, 1.0)
+
+# tiny budget for end-to-end runs of this method
+FAST_LAGRANGIAN = [
+    "method=lagrangian",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "method.batch_size=64",
+    "method.h1_points=100",
+    "method.n_intervals=2",
+    "method.n_substeps=2",
+    "method.eval_points=100",
+    "eval_points=150",
+    "network.width=4",
+    "trainer.log_every_n_steps=1",
+    "logger=csv",
+]
+
+
+def _method(problem, net_cls=NodalVelocity, **kw) -> Lagrangian:
+    kw.setdefault("batch_size", 64)
+    kw.setdefault("h1_points", 50)
+    return Lagrangian(
+        problem,
+        partial(net_cls, width=6),
+        partial(torch.optim.Adam, lr=0.1),
+        **kw,
+    )
+
+
+# -- networks -----------------------------------------------------------------------------
+@pytest.mark.parametrize("net_cls", NETS)
+@pytest.mark.parametrize("t", TIMES)
+def test_closed_form_divergence_and_jacobian_match_autograd(net_cls, t):
+    torch.manual_seed(0)
+    d = 4
+    net = net_cls(in_dim=d, width=7).double()
+    x = torch.randn(9, d, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda y: net(y, t).sum(0), x).permute(1, 0, 2)
+    v, div = net.velocity_and_divergence(x, t)
+    torch.testing.assert_close(v, net(x, t))
+    torch.testing.assert_close(net.jacobian(x, t), jac)
+    torch.testing.assert_close(div, torch.diagonal(jac, dim1=1, dim2=2).sum(1))
+    torch.testing.assert_close(net.jacobian_frobenius_sq(x, t), jac.square().sum((1, 2)))
+    assert div.abs().max() > 1e-3  # not a trivially zero field
+
+
+@pytest.mark.parametrize("net_cls", NETS)
+def test_parameter_count_is_the_papers(net_cls):
+    d, m, l_, h = 7, 5, 2, 20
+    net = net_cls(in_dim=d, n_intervals=m, n_terms=l_, width=h)
+    assert sum(p.numel() for p in net.parameters()) == l_ * (m + 1) * (2 * d * h + h + d)
+
+
+def test_nodal_velocity_interpolates_the_node_nets_linearly():
+    torch.manual_seed(1)
+    net = NodalVelocity(in_dim=3, n_intervals=5, width=5).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    v2, v3 = net(x, 0.4), net(x, 0.6)  # nodes t_2 and t_3
+    torch.testing.assert_close(net(x, 0.5), 0.5 * (v2 + v3))
+    torch.testing.assert_close(net(x, 0.45), 0.75 * v2 + 0.25 * v3)
+    # the weights ablation is NOT linear in t between nodes
+    wnet = NodalWeightsVelocity(in_dim=3, n_intervals=5, width=5).double()
+    mid = 0.5 * (wnet(x, 0.4) + wnet(x, 0.6))
+    assert (wnet(x, 0.5) - mid).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("net_cls", NETS)
+def test_batched_layers_equal_single_layers(net_cls):
+    torch.manual_seed(2)
+    net = net_cls(in_dim=3, width=4).double()
+    times = rk4_stage_times(8)
+    field = FrozenField(net, times)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    for t in times:
+        v, div = field(x, t)
+        v_ref, div_ref = net.velocity_and_divergence(x, t)
+        torch.testing.assert_close(v, v_ref)
+        torch.testing.assert_close(div, div_ref)
+
+
+# -- integration --------------------------------------------------------------------------
+def test_quadratures_are_exact_on_polynomials():
+    n = 5
+    t = torch.linspace(0, 1, 2 * n + 1, dtype=torch.float64)
+    assert float(simpson(t**3 - 2 * t**2 + 1, n)) == pytest.approx(0.25 - 2 / 3 + 1, abs=1e-12)
+    t1 = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+    assert float(trapezoid(3 * t1 + 1, n)) == pytest.approx(2.5, abs=1e-12)
+
+
+def test_rk4_solves_a_linear_field_and_its_log_density():
+    """v(z) = A z: z(1) = exp(A) x and ℓ(1) = ℓ(0) − tr A exactly."""
+    a = torch.tensor([[0.3, -1.0], [0.8, -0.2]], dtype=torch.float64)
+
+    def field(z, t):
+        return z @ a.T, torch.full((z.shape[0],), float(torch.trace(a)), dtype=z.dtype)
+
+    x = torch.randn(10, 2, dtype=torch.float64)
+    zs, ells, vs = rk4_characteristics(field, x, torch.zeros(10, dtype=torch.float64), 10, 4)
+    assert zs.shape == (21, 10, 2) and ells.shape == (21, 10) and vs.shape == (21, 10, 2)
+    torch.testing.assert_close(zs[-1], x @ torch.linalg.matrix_exp(a).T, atol=1e-7, rtol=0)
+    torch.testing.assert_close(zs[10], x @ torch.linalg.matrix_exp(0.5 * a).T, atol=1e-7, rtol=0)
+    torch.testing.assert_close(ells[-1], torch.full((10,), -0.1, dtype=torch.float64))
+    torch.testing.assert_close(vs[7], zs[7] @ a.T)
+    path = rk4_path(field, x, torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64), 0.025)
+    torch.testing.assert_close(path[1], x @ torch.linalg.matrix_exp(0.3 * a).T, atol=1e-7, rtol=0)
+    torch.testing.assert_close(path[0], x)
+
+
+def test_kinetic_energy_and_h1_closed_forms():
+    vs = torch.full((21, 8, 3), 2.0)  # ‖v‖² = 12 at every time
+    w = torch.full((8,), 1 / 8)
+    assert float(kinetic_energy(vs, w, 10)) == pytest.approx(12.0)
+    jac = torch.ones(11, 4) * torch.linspace(0, 1, 11)[:, None]  # ∫ t dt = 1/2 per point
+    assert float(h1_regulariser(jac, 10, "sum")) == pytest.approx(2.0)
+    assert float(h1_regulariser(jac, 10, "mean")) == pytest.approx(0.5)
+
+
+# -- the loss on a known solution ---------------------------------------------------------
+def _constant_shift_field(method: Lagrangian, shift: torch.Tensor) -> None:
+    """Set the network to v ≡ shift (W2 = 0, biases sum to the shift)."""
+    net = method.net
+    with torch.no_grad():
+        net.w2.zero_()
+        net.b2.zero_()
+        net.b2[:, 0, :] = shift
+
+
+def test_loss_is_the_exact_cost_on_the_exact_solution():
+    """Test 1: v ≡ −4e1 is optimal: E = W2² = 16, KL = 0, R = 0."""
+    problem = GaussianProblem(3, preset="shift")
+    method = _method(problem)
+    _constant_shift_field(method, torch.tensor([-4.0, 0.0, 0.0]))
+    torch.manual_seed(0)
+    loss, logs = method.training_loss(0)
+    assert float(logs["energy"]) == pytest.approx(16.0, rel=1e-5)
+    assert abs(float(logs["kl"])) < 1e-4
+    assert float(logs["h1"]) == pytest.approx(0.0, abs=1e-8)
+    assert float(loss) == pytest.approx(16.0, rel=1e-4)
+    x = problem.sample_source(500)
+    assert method.transport_cost(x) == pytest.approx(16.0, rel=1e-5)
+    torch.testing.assert_close(method.transport(x), problem.transport_true(x), atol=1e-4, rtol=0)
+    metrics = method.extra_metrics(x, problem)
+    assert abs(metrics["kl"]) < 1e-4 and metrics["map_cost"] == pytest.approx(16.0, rel=1e-4)
+    traj = method.trajectory(x, torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(traj[1], x + torch.tensor([-2.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_a_wrong_field_pays_a_kl_penalty():
+    problem = GaussianProblem(2, preset="shift")
+    method = _method(problem)
+    _constant_shift_field(method, torch.tensor([-2.0, 0.0]))
+    torch.manual_seed(0)
+    _, logs = method.training_loss(0)
+    # KL(N(−2e1, I) ‖ N(−4e1, I)) = ‖2e1‖² / 2 = 2 (Monte-Carlo, 64 samples)
+    assert float(logs["kl"]) == pytest.approx(2.0, abs=0.5)
+    assert float(logs["energy"]) == pytest.approx(4.0, rel=1e-5)
+
+
+def test_importance_sampling_estimates_the_same_energy():
+    problem = GaussianProblem(2, preset="shift")
+    method = _method(problem, importance="uniform", importance_box=6.0, batch_size=20_000)
+    _constant_shift_field(method, torch.tensor([-4.0, 0.0]))
+    torch.manual_seed(0)
+    _, logs = method.training_loss(0)
+    assert float(logs["energy"]) == pytest.approx(16.0, rel=0.05)
+    assert abs(float(logs["kl"])) < 1e-3
+
+
+def test_adjoint_gradient_matches_backprop():
+    torch.manual_seed(3)
+    problem = GaussianProblem(2, preset="scale_shift")
+    grads = {}
+    for gradient in ("backprop", "adjoint"):
+        torch.manual_seed(3)
+        method = _method(problem, gradient=gradient, h1_weight=0.0, n_intervals=4, n_substeps=2)
+        torch.manual_seed(4)
+        loss, _ = method.training_loss(0)
+        loss.backward()
+        grads[gradient] = torch.cat([p.grad.flatten() for p in method.parameters()])
+    b, a = grads["backprop"], grads["adjoint"]
+    assert b.norm() > 1e-2
+    assert float((a - b).norm() / b.norm()) < 2e-2
+
+
+def test_reference_alpha_table():
+    assert reference_h1_weight("shift", 2) == 1.0 and reference_h1_weight("shift", 50) == 0.1
+    assert reference_h1_weight("scale_shift", 10) == 1.0
+    assert reference_h1_weight("two_axis_shift", 20) == 5.0
+    assert reference_h1_weight("two_axis_shift", 50) == 20.0
+    problem = GaussianProblem(50, preset="two_axis_shift")
+    method = _method(problem)
+    assert (method.kl_weight, method.h1_weight, method.obstacle_weight) == (1000.0, 20.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"gradient": "magic"}, "choose backprop or adjoint"),
+        ({"n_substeps": 3}, "even n_substeps"),
+        ({"importance": "gauss"}, "choose none or uniform"),
+        ({"obstacle_weight": 5.0}, "has no obstacle"),
+    ],
+)
+def test_bad_settings_raise_one_sentence(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        _method(GaussianProblem(2, preset="shift"), **kw)
+
+
+# -- end to end -----------------------------------------------------------------------------
+def test_train_gaussian_writes_metrics_and_figures(tmp_path):
+    train(tmp_path, *FAST_LAGRANGIAN, "problem.preset=scale_shift")
+    (folder,) = run_folders(tmp_path)
+    res = read_results(folder)
+    assert res["status"] == "ok" and res["method"] == "lagrangian"
+    m = res["metrics"]
+    for key in ("w2_sq", "w2_sq_true", "w2_sq_rel_err", "kl", "energy_distance", "map_cost"):
+        assert math.isfinite(m[key])
+    assert m["w2_sq_true"] == pytest.approx(16 + 2 * (1 - math.sqrt(0.3)) ** 2, rel=1e-6)
+    assert m["map_cost"] <= m["w2_sq"] * 1.001  # Jensen: E ≥ E‖z(1) − x‖²
+    assert res["baselines"]["pot_sinkhorn"]["w2_sq"] > 0
+    assert (folder / "density_evolution.png").stat().st_size > 10_000
+
+
+def test_train_crowd_motion_adjoint_d3(tmp_path):
+    train(
+        tmp_path,
+        *FAST_LAGRANGIAN,
+        "problem=crowd_motion",
+        "problem.case=test5",
+        "d=3",
+        "method.gradient=adjoint",
+    )
+    (folder,) = run_folders(tmp_path)
+    m = read_results(folder)["metrics"]
+    assert m["obstacle_weight"] == 500.0 and m["kl_weight"] == 10.0 and m["h1_weight"] == 0.0
+    assert m["obstacle_cost"] > 0 and 0 <= m["obstacle_fraction"] <= 1
+    assert (folder / "density_evolution.png").stat().st_size > 10_000
+
+
+def test_batched_h1_term_equals_per_time_closed_form():
+    problem = GaussianProblem(3, preset="shift")
+    method = _method(problem, n_intervals=4)
+    torch.manual_seed(5)
+    r = method.h1_term()
+    torch.manual_seed(5)
+    y = (torch.rand(method.h1_points, 3) * 2 - 1) * method.h1_box
+    jac = torch.stack([method.net.jacobian_frobenius_sq(y, t) for t in (0, 0.25, 0.5, 0.75, 1)])
+    assert float(r) == pytest.approx(float(h1_regulariser(jac, 4)), rel=1e-5)
+
+
+def test_obstacle_quadratures_agree_on_a_smooth_path():
+    from ot_experiments.problems.crowd_motion import CrowdMotionProblem
+
+    problem = CrowdMotionProblem(2, "test4")
+    method = _method(problem)
+    _constant_shift_field(method, torch.tensor([6.0, 0.0]))  # straight through the obstacle
+    x = problem.sample_source(200, generator=torch.Generator().manual_seed(0))
+    zs, _, _, z_fine = method._integrate(x)
+    w = torch.full((200,), 1 / 200)
+    fine = float(method.obstacle_integral(z_fine, w, None))
+    coarse = float(method.obstacle_integral(zs, w, None))
+    # exact: ∫₀¹ Q(x + 6 t e1) dt for the unit-variance-in-x2 Gaussian obstacle, averaged
+    t = torch.linspace(0, 1, 4001)
+    q = problem.obstacle_cost(
+        (x[None] + 6 * t[:, None, None] * torch.tensor([1.0, 0.0])).reshape(-1, 2)
+    )
+    exact = float(torch.trapezoid(q.reshape(4001, 200).mean(1), t))
+    assert fine == pytest.approx(exact, rel=1e-4)
+    assert coarse == pytest.approx(exact, rel=1e-2)
+    assert method.extra_metrics(x, problem)["obstacle_fraction"] > 0.05
+
+
+@pytest.mark.slow
+def test_reference_budget_reaches_one_percent_on_test2(tmp_path):
+    """Test 2, d = 2, the authors' settings (1000 steps, B = 1024): |E − W2²| / W2² < 1 %."""
+    train(tmp_path, "method=lagrangian", "problem.preset=scale_shift", "logger=csv")
+    (folder,) = run_folders(tmp_path)
+    assert read_results(folder)["metrics"]["w2_sq_rel_err"] < 0.01
