@@ -48,16 +48,20 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 8, 32, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--backward", action="store_true", help="time forward + backward")
+    parser.add_argument(
+        "--mode",
+        choices=("forward", "train", "both"),
+        default="both",
+        help="forward: log det J only; train: forward + backward (what a training step pays)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    modes = ("forward", "train") if args.mode == "both" else (args.mode,)
+    print(f"network mGradNet-{args.network.upper()}, batch {args.batch}, {args.threads} thread(s)")
     print(
-        f"network mGradNet-{args.network.upper()}, batch {args.batch}, "
-        f"{'forward+backward' if args.backward else 'forward'}, {args.threads} thread(s)"
-    )
-    print(
-        f"{'d':>4} {'closed (ms)':>12} {'torch.func (ms)':>16} {'ratio':>7} {'max |Δlogdet|':>14}"
+        f"{'d':>4} {'mode':>8} {'closed (ms)':>12} {'torch.func (ms)':>16} {'ratio':>7} "
+        f"{'max |Δlogdet|':>14}"
     )
     for d in args.dims:
         if args.network == "m":
@@ -65,26 +69,27 @@ def main() -> None:
         else:
             net = MGradNetC(d, d, layers=4, width=max(32, d))
         x = torch.randn(args.batch, d)
-
-        def run(fn, net=net, x=x):
-            def go():
-                logdet, _ = fn(net, x)
-                if args.backward:
-                    logdet.sum().backward()
-                return logdet
-
-            return go
-
-        with torch.no_grad() if not args.backward else torch.enable_grad():
+        with torch.no_grad():
             a, _ = closed_form(net, x)
             b, _ = autograd(net, x)
         diff = float((a - b).abs().max())
-        t_closed = best_time(run(closed_form), args.repeats)
-        t_auto = best_time(run(autograd), args.repeats)
-        print(
-            f"{d:>4} {1e3 * t_closed:>12.2f} {1e3 * t_auto:>16.2f} "
-            f"{t_auto / t_closed:>7.1f} {diff:>14.2e}"
-        )
+        for mode in modes:
+
+            def run(fn, net=net, x=x, mode=mode):
+                def go():
+                    logdet, _ = fn(net, x)
+                    if mode == "train":
+                        logdet.sum().backward()
+                    return logdet
+
+                return go
+
+            t_closed = best_time(run(closed_form), args.repeats)
+            t_auto = best_time(run(autograd), args.repeats)
+            print(
+                f"{d:>4} {mode:>8} {1e3 * t_closed:>12.2f} {1e3 * t_auto:>16.2f} "
+                f"{t_auto / t_closed:>7.1f} {diff:>14.2e}"
+            )
 
 
 if __name__ == "__main__":
