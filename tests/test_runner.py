@@ -131,3 +131,18 @@ def test_wandb_offline_run_is_finished_even_on_failure(tmp_path):
     # the two jobs did not merge into one wandb run
     ids = {next((f / "wandb").glob("offline-run-*")).name for f in folders}
     assert len(ids) == 2
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    train(
+        tmp_path,
+        *FAST,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "d=2,3",
+        multirun=True,
+    )
+    folders = run_folders(tmp_path)
+    assert sorted(read_results(f)["d"] for f in folders) == [2, 3]
+    assert all(read_results(f)["status"] == "ok" for f in folders)
