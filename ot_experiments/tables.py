@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def cell_key(res: dict) -> str:
     return f"{res.get('method')} {res.get('problem')} {res.get('preset') or ''} d={res.get('d')}"
 
 
+def _natural(text: str) -> list:
+    """Sort key that orders embedded numbers by value (d=2 < d=16)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
@@ -97,7 +103,7 @@ def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[l
         metrics = list(dict.fromkeys(refs + [m for m in DEFAULT_METRICS if m in present]))
         metrics = metrics[:MAX_DEFAULT_METRICS]
     rows = []
-    for key, runs in sorted(groups.items()):
+    for key, runs in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
         ok = [r for r in runs if r.get("status") == "ok"]
         first = runs[0]
         row = {
