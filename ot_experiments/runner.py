@@ -141,6 +141,11 @@ class StepTimer(pl.Callback):
         self._sync(pl_module)
         self.times.append(time.perf_counter() - self._t)
 
+    def median_ms(self) -> float | None:
+        """Median step time in ms, leaving out the first (warm-up) step when there are more."""
+        times = sorted(self.times[1:] or self.times)
+        return 1000 * times[len(times) // 2] if times else None
+
 
 class _Steps(torch.utils.data.Dataset):
     """One item per training step: methods draw their own samples from the problem."""
@@ -253,7 +258,7 @@ def run(cfg: DictConfig) -> dict:
     finally:
         results["timing"]["wall_s"] = time.perf_counter() - t_start
         if timer.times and "step_ms" not in results["timing"]:
-            results["timing"]["step_ms"] = 1000 * sorted(timer.times)[len(timer.times) // 2]
+            results["timing"]["step_ms"] = timer.median_ms()
         write_json_atomic(out / "results.json", results)
         _finish_wandb(results["status"] == "ok")
         if results["status"] == "ok":
@@ -298,11 +303,10 @@ def _sync(device) -> None:
 
 
 def _timing(timer: StepTimer, train_s: float, device) -> dict:
-    times = sorted(timer.times[1:] or timer.times)
     return {
         "train_s": train_s,
         "steps": len(timer.times),
-        "step_ms": 1000 * times[len(times) // 2] if times else None,
+        "step_ms": timer.median_ms(),
         "peak_mem_mb": peak_memory_mb(torch.device(device)),
     }
 
