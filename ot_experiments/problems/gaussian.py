@@ -48,6 +48,16 @@ def gaussian_w2_sq(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> 
     return float((mean0 - mean1).square().sum() + torch.trace(cov0 + cov1 - 2 * cross))
 
 
+def mixture_log_density(x: Tensor, means: Tensor, chols: Tensor) -> Tensor:
+    """ln (1/K) Σ_k N(x; m_k, L_k L_kᵀ); x (n, d), means (K, d), chols (K, d, d) → (n,)."""
+    k, d = means.shape
+    diff = (x[None, :, :] - means.to(x)[:, None, :]).transpose(1, 2)  # (K, d, n)
+    z = torch.linalg.solve_triangular(chols.to(x), diff, upper=False)  # (K, d, n)
+    logdet = torch.log(torch.diagonal(chols.to(x), dim1=1, dim2=2)).sum(1)  # (K,)
+    comp = -0.5 * z.square().sum(1) - logdet[:, None] - 0.5 * d * math.log(2 * math.pi)
+    return torch.logsumexp(comp, dim=0) - math.log(k)
+
+
 def random_rotation_covariance(d: int, generator: torch.Generator) -> Tensor:
     """Σ = Q diag(exp λ) Qᵀ with λᵢ ~ U(−log 2, log 2), Q from QR of a standard normal matrix."""
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
@@ -129,24 +139,11 @@ class GaussianProblem(Problem):
         return self._sample(self.mean1, self.chol1, n, generator, device)
 
     # densities ------------------------------------------------------------------------
-    @staticmethod
-    def _log_density(x: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
-        """ln N(x; m, LLᵀ) = −½‖L⁻¹(x − m)‖² − Σ ln Lᵢᵢ − (d/2) ln 2π."""
-        chol = chol.to(x.device, x.dtype)
-        diff = (x - mean.to(x.device, x.dtype)).T
-        z = torch.linalg.solve_triangular(chol, diff, upper=False)
-        d = x.shape[-1]
-        return (
-            -0.5 * z.square().sum(0)
-            - torch.log(torch.diagonal(chol)).sum()
-            - 0.5 * d * math.log(2 * math.pi)
-        )
-
     def log_density_source(self, x: Tensor) -> Tensor:
-        return self._log_density(x, self.mean0, self.chol0)
+        return mixture_log_density(x, self.mean0[None], self.chol0[None])
 
     def log_density_target(self, y: Tensor) -> Tensor:
-        return self._log_density(y, self.mean1, self.chol1)
+        return mixture_log_density(y, self.mean1[None], self.chol1[None])
 
     # ground truth ---------------------------------------------------------------------
     def transport_true(self, x: Tensor) -> Tensor:

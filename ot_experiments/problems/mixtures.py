@@ -8,7 +8,6 @@ ratio log(q/p)(x) = ln q(x) − ln p(x) is exact.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -16,16 +15,7 @@ from torch import Tensor
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.problems.base import Problem, require_dim
-
-
-def mixture_log_density(x: Tensor, means: Tensor, chols: Tensor) -> Tensor:
-    """ln (1/K) Σ_k N(x; m_k, L_k L_kᵀ); x (n, d), means (K, d), chols (K, d, d) → (n,)."""
-    k, d = means.shape
-    diff = (x[None, :, :] - means.to(x)[:, None, :]).transpose(1, 2)  # (K, d, n)
-    z = torch.linalg.solve_triangular(chols.to(x), diff, upper=False)  # (K, d, n)
-    logdet = torch.log(torch.diagonal(chols.to(x), dim1=1, dim2=2)).sum(1)  # (K,)
-    comp = -0.5 * z.square().sum(1) - logdet[:, None] - 0.5 * d * math.log(2 * math.pi)
-    return torch.logsumexp(comp, dim=0) - math.log(k)
+from ot_experiments.problems.gaussian import mixture_log_density
 
 
 def _as_params(name: str, means: Sequence, covs: Sequence, dim: int) -> tuple[Tensor, Tensor]:

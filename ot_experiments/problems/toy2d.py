@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.problems.base import Problem
+from ot_experiments.problems.gaussian import mixture_log_density
 
 
 def _randn(n, g, device):
@@ -157,9 +158,8 @@ class ClassMixtureProblem(Problem):
 
     def _log_density(self, x: Tensor, means: Tensor) -> Tensor:
         """ln (1/K) Σ_k N(x; m_k, s² I)."""
-        sq = (x[:, None, :] - means.to(x)[None]).square().sum(-1)
-        comp = -0.5 * sq / self.std**2 - 2 * math.log(self.std) - math.log(2 * math.pi)
-        return torch.logsumexp(comp, dim=1) - math.log(len(means))
+        chols = self.std * torch.eye(2).expand(len(means), 2, 2)
+        return mixture_log_density(x, means, chols)
 
     def log_density_source(self, x: Tensor) -> Tensor:
         return self._log_density(x, self.a)
