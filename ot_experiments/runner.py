@@ -203,7 +203,12 @@ def run(cfg: DictConfig) -> dict:
     try:
         validate_config(cfg)
         results["reference"] = reference_for(
-            method_name, problem_name, results["preset"], cfg.d, cfg.method.get("gradient")
+            method_name,
+            problem_name,
+            results["preset"],
+            cfg.d,
+            cfg.method.get("gradient"),
+            cfg.method.get("conditional"),
         )
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))

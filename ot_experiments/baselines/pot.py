@@ -34,3 +34,38 @@ def pot_baselines(x: Tensor, y: Tensor, sinkhorn_reg: float = 0.01) -> dict[str,
         "pot_emd": {"w2_sq": emd, "seconds": t1 - t0},
         "pot_sinkhorn": {"w2_sq": sink, "seconds": t2 - t1, "reg": reg},
     }
+
+
+def class_regularised_maps(
+    xs: Tensor,
+    ys: Tensor,
+    xt: Tensor,
+    yt: Tensor | None = None,
+    reg_e: float = 0.05,
+    reg_cl: float = 0.1,
+):
+    """Discrete OT with l_p–l_1 class regularisation (POT ``ot.da.SinkhornLpl1Transport``).
+
+    Fits the entropic plan between labelled source points xs (n, d), ys (n,) and target
+    points xt (m, d) — with target labels yt (m,) the plan is also forbidden between
+    different classes (semi-supervised) — on the cost ‖xᵢ − yⱼ‖² / max. Returns the forward
+    and backward maps (barycentric projections, out-of-sample points by their nearest fitted
+    point) as functions of (k, d) tensors.
+    """
+    import torch
+
+    da = ot.da.SinkhornLpl1Transport(reg_e=reg_e, reg_cl=reg_cl, norm="max")
+    da.fit(
+        Xs=xs.double().numpy(),
+        ys=ys.numpy(),
+        Xt=xt.double().numpy(),
+        yt=None if yt is None else yt.numpy(),
+    )
+
+    def forward(x: Tensor) -> Tensor:
+        return torch.from_numpy(da.transform(Xs=x.double().numpy())).float()
+
+    def backward(y: Tensor) -> Tensor:
+        return torch.from_numpy(da.inverse_transform(Xt=y.double().numpy())).float()
+
+    return forward, backward

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ot_experiments.metrics.distances import emd_w2_sq, energy_distance, l2_uvp, pairwise_distances
+from ot_experiments.metrics.distances import (
+    emd_w2_sq,
+    energy_distance,
+    frechet_distance,
+    l2_uvp,
+    pairwise_distances,
+)
 
 
 def evaluate(problem, method, n: int = 2000, seed: int = 0, full: bool = True) -> dict[str, float]:
@@ -60,4 +66,11 @@ def evaluate(problem, method, n: int = 2000, seed: int = 0, full: bool = True) -
     return out
 
 
-__all__ = ["emd_w2_sq", "energy_distance", "evaluate", "l2_uvp", "pairwise_distances"]
+__all__ = [
+    "emd_w2_sq",
+    "energy_distance",
+    "evaluate",
+    "frechet_distance",
+    "l2_uvp",
+    "pairwise_distances",
+]

@@ -45,4 +45,21 @@ def emd_w2_sq(x: Tensor, y: Tensor) -> float:
     )
 
 
-__all__ = ["energy_distance", "emd_w2_sq", "l2_uvp", "pairwise_distances"]
+def frechet_distance(fa: Tensor, fb: Tensor) -> float:
+    """Fréchet distance (FID) between the Gaussian fits of two feature sets fa (n, k), fb (m, k).
+
+    FID = ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr (Σ_a^{1/2} Σ_b Σ_a^{1/2})^{1/2}, the squared
+    Bures–Wasserstein distance. The square roots go through symmetric eigendecompositions with
+    eigenvalues clipped at 0, so rank-deficient covariances (ReLU features, few samples) give a
+    finite value.
+    """
+    a, b = fa.detach().double().cpu(), fb.detach().double().cpu()
+    ca, cb = torch.cov(a.T), torch.cov(b.T)
+    eva, vec = torch.linalg.eigh(ca)
+    root_a = (vec * eva.clamp_min(0).sqrt()) @ vec.T
+    cross = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
+    mean_term = (a.mean(0) - b.mean(0)).square().sum()
+    return float(mean_term + ca.trace() + cb.trace() - 2 * cross)
+
+
+__all__ = ["emd_w2_sq", "energy_distance", "frechet_distance", "l2_uvp", "pairwise_distances"]

@@ -89,3 +89,31 @@ class DenseICNN(nn.Module):
         for k, layer in enumerate(self.lin_hidden, start=1):
             h = self.act(layer(h) + self._quadratic(k, x))
         return self.out(h)
+
+
+class ResidualTanh(nn.Module):
+    """Residual tanh network (NCF's latent-space potential).
+
+    h_0 = W_in x,  h_{l+1} = h_l + τ tanh(W_l h_l + b_l)  (l < depth),  f(x) = W_out h_L + b;
+    shapes (n, in_dim) → (n, out_dim).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 1,
+        width: int = 128,
+        depth: int = 4,
+        residual_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_dim, width)
+        self.blocks = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.out = nn.Linear(width, out_dim)
+        self.residual_scale = float(residual_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + self.residual_scale * torch.tanh(block(h))
+        return self.out(h)
