@@ -157,3 +157,45 @@ def test_dre_run_reports_three_maes_and_figures(tmp_path, one_thread):
     for name in ("log_ratio_heatmaps.png", "flow_intermediate.png", "trajectories.png"):
         assert (folder / name).stat().st_size > 10_000
     assert "train/flow_ratio" in (folder / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_ratio_chain_uses_real_end_points(monkeypatch):
+    """ratio_ends=real: the first and last sample sets are fresh P and Q samples."""
+    from functools import partial
+
+    import ot_experiments.methods.qflow as qf
+    from ot_experiments.networks.velocity import ConcatSquashVelocity, TimeConcatMLP
+
+    prob = GaussianMixturePairProblem()
+    seen = {}
+
+    def spy(r, samples, ts):
+        seen["samples"] = samples
+        return samples.sum() * 0.0
+
+    monkeypatch.setattr(qf, "flow_ratio_loss", spy)
+    for ends, last_mean in (("real", prob.b.float().mean(0)), ("pushed", None)):
+        torch.manual_seed(0)
+        m = qf.QFlow(
+            prob,
+            network=partial(ConcatSquashVelocity, hidden=(8,)),
+            optimizer=partial(torch.optim.Adam, lr=1e-3),
+            ratio_network=partial(TimeConcatMLP, hidden=(8,)),
+            density_ratio=True,
+            ratio_times=4,
+            ratio_batch=4000,
+            ratio_pool_size=300,
+            ratio_ends=ends,
+        )
+        m._ratio_step()
+        s = seen["samples"]
+        assert s.shape == (4, 4000, 2)
+        # real ends: fresh samples; pushed: rows of the pushed pool at t = 1
+        d = torch.cdist(s[-1], m._ratio_pool[-1], compute_mode="donot_use_mm_for_euclid_dist")
+        in_pool = d.min(1).values < 1e-6
+        if last_mean is not None:
+            assert not in_pool.any()
+            assert torch.allclose(s[-1].mean(0), last_mean, atol=0.05)
+            assert torch.allclose(s[0].mean(0), prob.a.float().mean(0), atol=0.07)
+        else:
+            assert in_pool.all()

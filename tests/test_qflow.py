@@ -45,6 +45,8 @@ QFAST = [
     "method.kde_points=200",
     "method.eval_points=200",
     "eval_points=200",
+    "inference_points=1000",
+    "method.ratio_pool_size=64",
     "trainer.log_every_n_steps=1",
     "logger=csv",
 ]
@@ -256,6 +258,29 @@ def test_bad_method_options_are_one_sentence_errors():
         make_qflow(Toy2DProblem(), fm_coupling="sinkhorn")
     with pytest.raises(ConfigError, match="density_ratio"):
         make_qflow(Toy2DProblem(), density_ratio="yes")
+    with pytest.raises(ConfigError, match="ratio_ends"):
+        make_qflow(Toy2DProblem(), ratio_ends="both")
+
+
+def _compose(*overrides: str):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        return compose("config", overrides=["method=qflow", *overrides])
+
+
+def test_problem_dependent_defaults_and_overrides():
+    """Gaussians default to OT flow matching without refinement; toys keep the paper's."""
+    cfg = _compose("problem=gaussian")
+    assert cfg.method.fm_coupling == "ot" and cfg.method.refine is False
+    cfg = _compose("problem=toy2d")
+    assert cfg.method.fm_coupling == "independent" and cfg.method.refine is True
+    assert cfg.method.gamma == 0.5
+    cfg = _compose("problem=gaussian", "method.refine=true", "method.fm_coupling=independent")
+    assert cfg.method.fm_coupling == "independent" and cfg.method.refine is True
 
 
 # -- end to end -------------------------------------------------------------------------
@@ -297,3 +322,30 @@ def test_diverging_training_is_reported(tmp_path, one_thread):
     (folder,) = run_folders(tmp_path)
     res = read_results(folder)
     assert res["status"] == "failed" and res["failed_step"] >= 0
+
+
+def test_refinement_fixed_point_shortens_a_shift_by_one_plus_gamma():
+    """Why refinement biases w2_sq: P = N(0,1), Q = N(m,1), flow x + t·a.
+
+    With the exact frozen logit r = log q − log p₁ (p₁ = N(a,1)), the gradient of
+    −E r(x + a) + γ/2 Σ_k E|Δx|²/h_k is (a − m) + γ a, so the refinement settles at
+    a = m / (1 + γ), not at the OT shift m: W2² is under-estimated by 1 − 1/(1+γ)².
+    """
+    torch.manual_seed(0)
+    m, gamma = 2.0, 0.5
+    ts = block_times(0.25)
+    x = torch.randn(20_000)
+    a = torch.zeros((), requires_grad=True)
+    opt = torch.optim.SGD([a], lr=0.2)
+    for _ in range(200):
+        a0 = float(a)
+
+        def r(y, a0=a0):  # classifier optimum for the current p₁, frozen
+            return -0.5 * (y - m) ** 2 + 0.5 * (y - a0) ** 2
+
+        states = (x[None] + ts[:, None] * a)[..., None]  # (K+1, n, 1)
+        loss = refinement_loss(r(states[-1, :, 0]), states, ts, gamma)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(a) == pytest.approx(m / (1 + gamma), rel=1e-3)

@@ -258,6 +258,15 @@ class QFlow(OTMethod):
         problem has densities but no closed-form OT map (``problem=dre_mixtures``).
     ratio_steps, ratio_lr, ratio_batch, ratio_times : int, float, int, int
         Steps, learning rate and batch per time of the ratio nets; number of grid times.
+    ratio_pool_size : int
+        Source samples pushed once along the grid times for the ratio net (a small pool
+        over-fits: with 1,024 the test MAE grew during training).
+    ratio_ends : {"real", "pushed"}
+        Samples of the chain's end points: ``real`` uses fresh P and Q samples at t = 0 and
+        t = 1, so the telescoped sum targets log(q/p) even where T#P ≠ Q; ``pushed`` uses
+        the pushed pool at every time (its last set estimates T#P, not Q).
+    ratio_lr_final : float
+        The ratio nets' lr decays exponentially to ``ratio_lr_final`` × ``ratio_lr``.
     dre_test_points, kde_points, kde_factor : int, int, float
         Test points of the MAE metrics; samples per side and bandwidth factor of the KDE.
     """
@@ -300,6 +309,9 @@ class QFlow(OTMethod):
         ratio_lr: float = 1e-3,
         ratio_batch: int = 500,
         ratio_times: int = 10,
+        ratio_pool_size: int = 20_000,
+        ratio_ends: str = "real",
+        ratio_lr_final: float = 1.0,
         dre_test_points: int = 10_000,
         kde_points: int = 5000,
         kde_factor: float = 0.1,
@@ -318,6 +330,10 @@ class QFlow(OTMethod):
         if density_ratio not in ("auto", True, False):
             raise ConfigError(
                 f"method.density_ratio={density_ratio!r} is not valid; choose auto, true or false"
+            )
+        if ratio_ends not in ("real", "pushed"):
+            raise ConfigError(
+                f"method.ratio_ends={ratio_ends!r} is not valid; choose real or pushed"
             )
         if density_ratio is True and ratio_network is None:
             raise ConfigError("method.density_ratio=true needs method.ratio_network")
@@ -358,6 +374,9 @@ class QFlow(OTMethod):
         self.flow_batch, self.clf_batch, self.pool_size = flow_batch, clf_batch, pool_size
         self.ratio_steps, self.ratio_lr = int(ratio_steps), float(ratio_lr)
         self.ratio_batch, self.ratio_times = int(ratio_batch), int(ratio_times)
+        self.ratio_pool_size, self.ratio_ends = int(ratio_pool_size), ratio_ends
+        self.ratio_lr_final = float(ratio_lr_final)
+        self._ratio_step_count = 0
         self.dre_test_points, self.kde_points = int(dre_test_points), int(kde_points)
         self.kde_factor = float(kde_factor)
         self.schedule: list[Action] | None = None
@@ -490,11 +509,14 @@ class QFlow(OTMethod):
     def _ratio_step(self) -> tuple[Tensor, dict]:
         ts = torch.linspace(0.0, 1.0, self.ratio_times)
         if self._ratio_pool is None:
-            x = self._draw("source", max(self.pool_size, 4 * self.ratio_batch))
+            x = self._draw("source", max(self.ratio_pool_size, self.ratio_batch))
             self._ratio_pool = self._chunked(x, ts)
         pool = self._ratio_pool
         idx = torch.randint(0, pool.shape[1], (len(ts), self.ratio_batch), device=pool.device)
         batch = torch.stack([pool[k, idx[k]] for k in range(len(ts))])
+        if self.ratio_ends == "real":  # exact end points: the chain telescopes to log(q/p)
+            batch[0] = self._draw("source", self.ratio_batch)
+            batch[-1] = self._draw("target", self.ratio_batch)
         lr_loss = flow_ratio_loss(self.ratio_net, batch, ts)
         p, q = self._draw("source", self.ratio_batch), self._draw("target", self.ratio_batch)
         one = logistic_ratio_loss(self.one_ratio(p)[:, 0], self.one_ratio(q)[:, 0])
@@ -515,6 +537,14 @@ class QFlow(OTMethod):
         frac = step / max(1, self._n_fm - 1)
         for group in opt.param_groups:
             group["lr"] = self._fm_lr0 * self.fm_lr_final**frac
+
+    def _decay_ratio_lr(self, opt) -> None:
+        """lr_i = ratio_lr · ratio_lr_final^(i / n_ratio) over the ratio steps."""
+        n = max(1, sum(a.kind == "ratio" for a in self.schedule))
+        frac = min(1.0, self._ratio_step_count / n)
+        for group in opt.param_groups:
+            group["lr"] = self.ratio_lr * self.ratio_lr_final**frac
+        self._ratio_step_count += 1
 
     def _snapshot_after_fm(self) -> None:
         """Keep trajectories and transport cost of the flow-matching flow (for figures)."""
@@ -553,6 +583,7 @@ class QFlow(OTMethod):
         else:
             loss, logs = self._ratio_step()
             opt = opts[4]
+            self._decay_ratio_lr(opt)
         if not torch.isfinite(loss):
             raise TrainingDiverged(self.global_step, float(loss))
         opt.zero_grad(set_to_none=True)
