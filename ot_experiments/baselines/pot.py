@@ -41,7 +41,7 @@ def class_regularised_maps(
     ys: Tensor,
     xt: Tensor,
     yt: Tensor | None = None,
-    reg_e: float = 0.05,
+    reg_e: float = 0.1,
     reg_cl: float = 0.1,
 ):
     """Discrete OT with l_p–l_1 class regularisation (POT ``ot.da.SinkhornLpl1Transport``).
