@@ -175,6 +175,32 @@ def h1_regulariser(jac_sq: Tensor, n_intervals: int, normalization: str = "sum")
     return per_point.sum() if normalization == "sum" else per_point.mean()
 
 
+def obstacle_ramp_factor(step: int, ramp_steps: int, start: float) -> float:
+    """Geometric continuation start^(1 − k/K) for step k < K = ``ramp_steps``, then 1.
+
+    ``ramp_steps = 0`` gives 1 at every step.
+    """
+    if ramp_steps <= 0 or step >= ramp_steps:
+        return 1.0
+    return start ** (1.0 - step / ramp_steps)
+
+
+AUTO_RAMP_STEPS = 300  # obstacle_ramp_steps=auto for maze walls (maze1-3)
+OBSTACLE_REFINE = 8  # points per RK4 step for obstacle_fraction
+
+
+def refine_path(path: Tensor, r: int) -> Tensor:
+    """Points on the straight segments between consecutive positions, r per segment.
+
+    ``path`` (k + 1, n, d) → ((k r) + 1, n, d): z_j + (i/r)(z_{j+1} − z_j), i = 0 … r − 1,
+    then the last position. A characteristic that jumps across a thin obstacle within one
+    time step leaves points inside it (the positions alone would not).
+    """
+    frac = torch.arange(r, dtype=path.dtype, device=path.device) / r  # (r,)
+    seg = path[:-1, None] + frac[None, :, None, None] * (path[1:] - path[:-1])[:, None]
+    return torch.cat([seg.reshape(-1, *path.shape[1:]), path[-1:]])
+
+
 def rk4_stage_times(n_steps: int) -> list[float]:
     """Every time at which RK4 with ``n_steps`` equal steps on [0, 1] evaluates the field."""
     h = 1.0 / n_steps
@@ -192,16 +218,21 @@ class FrozenField:
     def __init__(self, net: nn.Module, times: list[float]) -> None:
         self.net = net
         self.index = {round(t, 12): j for j, t in enumerate(times)}
-        self.w1, self.b1, self.w2, self.b2 = net.layers(torch.tensor(times))
-        self.c = (self.w2.transpose(1, 2) * self.w1).sum(-1)  # (S, K): W2[:, k]·W1[k, :]
-        self.c_sum = self.c.sum(-1)
+        w1, b1, w2, b2 = net.layers(torch.tensor(times))
+        c = (w2.transpose(1, 2) * w1).sum(-1)  # (S, K): W2[:, k]·W1[k, :]
+        # unbind once: indexing the stacked tensors at every stage would make autograd build
+        # a zero (S, K, d) gradient per stage (SelectBackward), a cost growing with S·d
+        self.w1t = w1.transpose(1, 2).unbind(0)  # S × (d, K)
+        self.w2t = w2.transpose(1, 2).unbind(0)  # S × (K, d)
+        self.b1, self.b2 = b1.unbind(0), b2.unbind(0)
+        self.c, self.c_sum = c.unbind(0), c.sum(-1).unbind(0)
 
     def __call__(self, z: Tensor, t: float) -> tuple[Tensor, Tensor]:
         j = self.index.get(round(float(t), 12))
         if j is None:
             return self.net.velocity_and_divergence(z, t)
-        h = torch.tanh(torch.addmm(self.b1[j], z, self.w1[j].T))
-        v = torch.addmm(self.b2[j], h, self.w2[j].T)
+        h = torch.tanh(torch.addmm(self.b1[j], z, self.w1t[j]))
+        v = torch.addmm(self.b2[j], h, self.w2t[j])
         return v, self.c_sum[j] - (h * h) @ self.c[j]
 
 
@@ -247,6 +278,14 @@ class Lagrangian(OTMethod):
         Discretize-then-optimize or optimize-then-discretize (torchdiffeq).
     obstacle_quadrature : {"substeps", "nodes"}
         Simpson for the obstacle term over every RK4 step (default) or the 2N + 1 nodes.
+    obstacle_refine : int
+        With ``substeps``: r points per RK4 step on the straight segments between the RK4
+        positions (``refine_path``; 1 = the positions only). r > 1 makes a characteristic
+        that jumps a thin wall within one step pay for it (and get a gradient).
+    obstacle_ramp_steps, obstacle_ramp_start : int or "auto", float
+        Continuation of λ_P: the weight at step k is λ_P · ``obstacle_ramp_factor`` (geometric
+        from start·λ_P to λ_P over the ramp steps; 0 steps = no ramp). auto: 300 steps for the
+        maze walls (maze1–maze3; maze4 has its own continuation), else 0.
     importance : {"none", "uniform"}
         Sample the characteristics from ρ0 or from μ0 = U([−c, c]^d), c = ``importance_box``.
     """
@@ -272,6 +311,9 @@ class Lagrangian(OTMethod):
         gradient: str = "backprop",
         importance: str = "none",
         obstacle_quadrature: str = "substeps",
+        obstacle_refine: int = 1,
+        obstacle_ramp_steps: int | str = 0,
+        obstacle_ramp_start: float = 1e-3,
         importance_box: float = 10.0,
         eval_points: int = 2000,
     ) -> None:
@@ -290,6 +332,24 @@ class Lagrangian(OTMethod):
                 "choose substeps or nodes"
             )
         self.obstacle_quadrature = obstacle_quadrature
+        if int(obstacle_refine) < 1:
+            raise ConfigError(
+                f"method.obstacle_refine={obstacle_refine} is not valid: "
+                "need an integer >= 1 (points per RK4 step for the obstacle term)"
+            )
+        self.obstacle_refine = int(obstacle_refine)
+        if obstacle_ramp_steps == "auto":
+            case = getattr(problem, "case", None)
+            walls = bool(getattr(case, "rects", ())) and not getattr(case, "continuation", False)
+            obstacle_ramp_steps = AUTO_RAMP_STEPS if walls else 0
+        if int(obstacle_ramp_steps) < 0 or not 0 < float(obstacle_ramp_start) <= 1:
+            raise ConfigError(
+                f"method.obstacle_ramp_steps={obstacle_ramp_steps}, "
+                f"method.obstacle_ramp_start={obstacle_ramp_start} are not valid: need "
+                "ramp steps >= 0 and a start factor in (0, 1]"
+            )
+        self.obstacle_ramp_steps = int(obstacle_ramp_steps)
+        self.obstacle_ramp_start = float(obstacle_ramp_start)
         if h1_normalization not in ("sum", "mean"):
             raise ConfigError(
                 f"method.h1_normalization={h1_normalization!r} is not valid; choose sum or mean"
@@ -383,10 +443,8 @@ class Lagrangian(OTMethod):
         """R on fresh uniform points, closed-form ‖∇v‖_F² at the N + 1 interval ends."""
         c = self.h1_box
         y = (torch.rand(self.h1_points, self.dim, device=self.device) * 2 - 1) * c
-        w1, b1, w2, _ = self.net.layers(torch.linspace(0.0, 1.0, self.n_intervals + 1))
-        s = 1 - torch.tanh(torch.baddbmm(b1[:, None, :], y.expand(len(w1), -1, -1), w1.mT)).square()
-        gram = (w2.mT @ w2) * (w1 @ w1.mT)  # (N+1, K, K), see tanh_layer_jacobian_frobenius_sq
-        jac_sq = ((s @ gram) * s).sum(-1)  # (N+1, s)
+        times = torch.linspace(0.0, 1.0, self.n_intervals + 1, device=self.device)
+        jac_sq = self.net.jacobian_frobenius_sq_at(y, times)  # (N+1, s)
         return h1_regulariser(jac_sq, self.n_intervals, self.h1_normalization)
 
     def obstacle_integral(self, zs: Tensor, weights: Tensor, step: int | None) -> Tensor:
@@ -411,9 +469,16 @@ class Lagrangian(OTMethod):
             loss = loss + self.h1_weight * h1
             logs["h1"] = h1.detach()
         if self.obstacle_weight > 0:
-            path = z_fine if self.obstacle_quadrature == "substeps" else zs
+            path = zs
+            if self.obstacle_quadrature == "substeps":
+                path = (
+                    refine_path(z_fine, self.obstacle_refine)
+                    if self.obstacle_refine > 1
+                    else z_fine
+                )
             obst = self.obstacle_integral(path, w, step)
-            loss = loss + self.obstacle_weight * obst
+            ramp = obstacle_ramp_factor(step, self.obstacle_ramp_steps, self.obstacle_ramp_start)
+            loss = loss + ramp * self.obstacle_weight * obst
             logs["obstacle"] = obst.detach()
         return loss, logs
 
@@ -453,7 +518,12 @@ class Lagrangian(OTMethod):
         return float(kinetic_energy(vs, w, self.n_intervals))
 
     def extra_metrics(self, x: Tensor, problem) -> dict[str, float]:
-        """kl, map_cost = mean ‖z(1) − x‖² (≤ E), obstacle_cost, obstacle_fraction."""
+        """kl, map_cost = mean ‖z(1) − x‖² (≤ E), obstacle_cost, obstacle_fraction.
+
+        ``obstacle_fraction``: share of the points of the characteristics inside the obstacle
+        core, on every RK4 step refined to ``OBSTACLE_REFINE`` points per step along straight
+        segments (``refine_path``), so that jumps across a thin wall are counted.
+        """
         zs, ells, _, z_fine = self._integrate(x)
         n = x.shape[0]
         w = torch.full((n,), 1.0 / n, device=zs.device)
@@ -466,7 +536,7 @@ class Lagrangian(OTMethod):
         }
         if "obstacle" in problem.offers:
             out["obstacle_cost"] = float(self.obstacle_integral(z_fine, w, None))
-            path = z_fine
+            path = refine_path(z_fine, OBSTACLE_REFINE)
             k, m, d = path.shape
             out["obstacle_fraction"] = float(
                 problem.in_obstacle_core(path.reshape(k * m, d)).float().mean()
@@ -558,6 +628,8 @@ __all__ = [
     "kinetic_energy",
     "kl_estimate",
     "reference_h1_weight",
+    "obstacle_ramp_factor",
+    "refine_path",
     "rk4_characteristics",
     "rk4_path",
     "rk4_step",
