@@ -121,18 +121,9 @@ def test_load_or_train_caches_and_retrains(tmp_path):
 
 @pytest.fixture(scope="module")
 def task2(tmp_path_factory):
-    """MNIST task 2 with models just good enough to tell digits apart (~10 s to train)."""
+    """MNIST task 2 with small, quickly trained models (~10 s)."""
     cache = tmp_path_factory.mktemp("cache")
-    return LatentProblem(
-        dim=4,
-        task="mnist_task2",
-        cache_dir=str(cache),
-        data_dir=None,
-        train_per_class=100,
-        test_per_class=20,
-        vae_epochs=12,
-        classifier_epochs=4,
-    )
+    return LatentProblem(dim=4, task="mnist_task2", cache_dir=str(cache), data_dir=None, **TINY)
 
 
 def test_problem_samples_follow_the_class_permutation(task2):
@@ -150,10 +141,12 @@ def test_problem_samples_follow_the_class_permutation(task2):
     assert torch.allclose(z.std(0), torch.ones(4), atol=1e-4)
 
 
-def test_scores_reward_the_intended_classes(task2):
+@pytest.mark.slow
+def test_scores_reward_the_intended_classes():
     """A map that swaps each latent for a training latent of the intended class scores higher
-    accuracy than the identity (which keeps class k where k + 1 is wanted)."""
-    p = task2
+    accuracy than the identity (which keeps class k where k + 1 is wanted). Needs the default
+    models (trained once, ~8 min, into outputs/cache): tiny ones decode blobs."""
+    p = LatentProblem(task="mnist_task2", data_dir=None, cache_dir="outputs/cache")
     d = p.target
 
     def oracle(z):  # z: held-out source latents, in order of d.test_y
@@ -163,7 +156,7 @@ def test_scores_reward_the_intended_classes(task2):
     ident = p.scores(lambda z: z)
     cheat = p.scores(oracle)
     assert set(ident) == {"accuracy_fwd", "fid_fwd", "fid_fwd_vae"}
-    assert cheat["accuracy_fwd"] > ident["accuracy_fwd"] + 5
+    assert cheat["accuracy_fwd"] > ident["accuracy_fwd"] + 50
 
 
 def test_bad_problem_settings_are_one_sentence(tmp_path):
