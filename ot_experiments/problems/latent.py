@@ -288,15 +288,12 @@ class LatentProblem(Problem):
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 7), squeeze=False)
         for ax, (title, a, b, fn) in zip(axes[0], panels):
             first = [torch.nonzero(a.test_y == c)[:4, 0] for c in a.test_y.unique()]
-            idx = torch.cat(first)
-            mapped = b.decode(fn(a.test_z[idx]))
-            rows = []
-            for k, ids in enumerate(first):
-                lo = sum(len(f) for f in first[:k])
-                real = a.test_x[ids, 0]
-                moved = mapped[lo : lo + len(ids), 0]
-                gap = torch.ones(28, 6)
-                rows.append(torch.cat([*real, gap, *moved], dim=1))
+            mapped = b.decode(fn(a.test_z[torch.cat(first)]))[:, 0]
+            gap = torch.ones(28, 6)
+            rows = [
+                torch.cat([*a.test_x[ids, 0], gap, *moved], dim=1)
+                for ids, moved in zip(first, mapped.split([len(f) for f in first]))
+            ]
             ax.imshow(torch.cat(rows, dim=0).numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_title(f"{title}\n({a.name} → {b.name}, task {self.task})", fontsize=9)
             ax.axis("off")
