@@ -20,8 +20,9 @@ from ot_experiments.networks.gradnets import (
 
 
 def closed_form(net, x):
-    """(log det J, J) from the network's closed-form Jacobian and a per-sample Cholesky."""
-    jac = net.forward_and_jacobian(x)[1]
+    """(log det J, J's upper triangle) from the network's closed-form Jacobian and a
+    per-sample Cholesky (as a training step computes them)."""
+    jac = net.forward_and_jacobian(x, upper_only=True)[1]
     return logdet_psd(jac), jac
 
 

@@ -23,6 +23,7 @@ from ot_experiments.networks.gradnets import (
     log_abs_det,
     logdet_psd,
     map_and_jacobian,
+    mirror_upper,
     weighted_outer_sum,
 )
 from ot_experiments.problems import GaussianProblem, Toy2DProblem
@@ -114,6 +115,34 @@ def test_weighted_outer_sum_matches_dense_formula():
     g = torch.randn(7, 3, 4, dtype=torch.float64)
     want = torch.einsum("nr,ri,rj->nij", c, u, u) - torch.einsum("nk,nki,nkj->nij", a, g, g)
     assert torch.allclose(weighted_outer_sum(c, u, [(a, g)]), want, atol=1e-12)
+    upper = weighted_outer_sum(c, u, [(a, g)], upper_only=True)
+    assert torch.allclose(upper.triu(), want.triu(), atol=1e-12)
+    assert torch.allclose(mirror_upper(upper), want, atol=1e-12)
+
+
+def test_logdet_reads_only_the_upper_triangle():
+    a = torch.randn(5, 4, 4, dtype=torch.float64)
+    spd = a @ a.transpose(1, 2) + 0.1 * torch.eye(4, dtype=torch.float64)
+    garbage = spd.triu() + torch.randn(5, 4, 4, dtype=torch.float64).tril(-1)
+    assert torch.allclose(logdet_psd(garbage), torch.linalg.slogdet(spd)[1], atol=1e-10)
+    garbage[2] = torch.diag(torch.tensor([1.0, 2.0, 1.0, -1e-9], dtype=torch.float64)) + torch.ones(
+        4, 4, dtype=torch.float64
+    ).tril(-1)
+    assert logdet_psd(garbage)[2].item() == pytest.approx(math.log(2e-9))
+
+
+@pytest.mark.parametrize("cls", [MGradNetC, MGradNetM])
+def test_upper_only_jacobian_gives_the_same_logdet_and_gradient(cls):
+    torch.manual_seed(3)
+    net = cls(5, 5).double()
+    x = torch.randn(9, 5, dtype=torch.float64)
+    grads = []
+    for upper_only in (False, True):
+        net.zero_grad()
+        f, jac = net.forward_and_jacobian(x, upper_only=upper_only)
+        logdet_psd(jac).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-10)
 
 
 def test_logdet_cholesky_equals_slogdet_and_handles_singular():

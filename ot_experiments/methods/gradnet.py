@@ -140,11 +140,12 @@ class GradNetOT(OTMethod):
         self.psd = is_monotone(self.net)
 
     # maps -------------------------------------------------------------------------------
-    def map_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """T(x) (n, d) and J_T(x) (n, d, d)."""
+    def map_and_jacobian(self, x: Tensor, upper_only: bool = False) -> tuple[Tensor, Tensor]:
+        """T(x) (n, d) and J_T(x) (n, d, d) (closed form: only the upper triangle with
+        ``upper_only``, all that the Cholesky log det reads)."""
         if self.jacobian_mode == "autograd":
             return self.net(x), autograd_jacobian(self.net, x)
-        return map_and_jacobian(self.net, x)
+        return map_and_jacobian(self.net, x, upper_only)
 
     def transport(self, x: Tensor, chunk: int = 8192) -> Tensor:
         with torch.no_grad():
@@ -191,7 +192,7 @@ class GradNetOT(OTMethod):
     def training_loss(self, step: int):
         self._update_bandwidth(step)
         x = self.problem.sample_source(self.batch_size, device=self.device)
-        tx, jac = self.map_and_jacobian(x)
+        tx, jac = self.map_and_jacobian(x, upper_only=self.psd)
         logdet = log_abs_det(jac, psd=self.psd)
         log_p = self.problem.log_density_source(x)
         log_q = self.problem.log_density_target(tx)
