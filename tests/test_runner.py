@@ -52,6 +52,20 @@ def test_load_run_gives_the_trained_maps(fast_run):
     assert sy.shape == x.shape
 
 
+def test_transport_cost_uses_cost_points_samples(fast_run):
+    from ot_experiments.metrics import evaluate
+
+    run = ot_experiments.load_run(fast_run)
+    few = evaluate(run.problem, run.method, n=200, seed=3, full=False)
+    many = evaluate(run.problem, run.method, n=200, seed=3, full=False, n_cost=20_000)
+    g = torch.Generator().manual_seed(3)
+    x = run.problem.sample_source(200, generator=g)
+    run.problem.sample_target(200, generator=g)
+    x = torch.cat([x, run.problem.sample_source(19_800, generator=g)])
+    assert many["w2_sq"] == pytest.approx(run.method.transport_cost(x), rel=1e-6)
+    assert many["w2_sq"] != few["w2_sq"] and many["uvp_fwd"] == few["uvp_fwd"]
+
+
 def test_same_seed_gives_identical_metrics(tmp_path, fast_run):
     train(tmp_path, *FAST)
     (again,) = run_folders(tmp_path)

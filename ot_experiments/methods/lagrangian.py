@@ -259,7 +259,8 @@ class Lagrangian(OTMethod):
         Partial velocity network, called as ``network(in_dim=d, out_dim=d)``; must provide
         ``velocity_and_divergence(x, t)`` and ``jacobian_frobenius_sq(x, t)``.
     optimizer, scheduler : callable
-        Partial constructors (reference: Adam lr 0.1, × 0.98 every 10 steps).
+        Partial constructors (authors: Adam lr 0.1, × 0.98 every 10 steps;
+        our default × 0.97).
     n_intervals, n_substeps : int
         N outer intervals (Simpson) × k RK4 sub-steps each (reference 10 × 4; k even).
     batch_size : int

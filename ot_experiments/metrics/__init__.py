@@ -13,12 +13,16 @@ from ot_experiments.metrics.distances import (
 )
 
 
-def evaluate(problem, method, n: int = 2000, seed: int = 0, full: bool = True) -> dict[str, float]:
+def evaluate(
+    problem, method, n: int = 2000, seed: int = 0, full: bool = True, n_cost: int = 0
+) -> dict[str, float]:
     """Evaluate a trained ``method`` on ``problem`` with ``n`` fresh samples of each side.
 
     Metrics (where the pair supports them):
 
-    - ``w2_sq``: the method's transport-cost estimate (``method.transport_cost``);
+    - ``w2_sq``: the method's transport-cost estimate (``method.transport_cost``) on
+      max(n, ``n_cost``) source samples (the cost is cheap; its Monte-Carlo error shrinks as
+      1/√n, e.g. ±0.46 % with 2000 samples on the Lagrangian Test 2 at d = 10);
       ``w2_sq_true`` and ``w2_sq_rel_err`` = |w2_sq − W2²| / W2² with a ground truth;
     - ``uvp_fwd`` = 100 E‖T̂(x) − T*(x)‖² / Var(ν), ``uvp_bwd`` = 100 E‖Ŝ(y) − S*(y)‖² / Var(μ);
     - ``energy_distance`` (T̂#μ vs ν) and ``energy_distance_bwd`` (Ŝ#ν vs μ);
@@ -33,7 +37,8 @@ def evaluate(problem, method, n: int = 2000, seed: int = 0, full: bool = True) -
     offers = problem.offers
     out: dict[str, float] = {}
     tx = method.transport(x)
-    out["w2_sq"] = float(method.transport_cost(x))
+    x_cost = x if n_cost <= n else torch.cat([x, problem.sample_source(n_cost - n, generator=g)])
+    out["w2_sq"] = float(method.transport_cost(x_cost))
     out["energy_distance"] = float(energy_distance(tx, y))
     if "ground_truth" in offers:
         out["w2_sq_true"] = problem.w2_sq_true
