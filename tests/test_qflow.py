@@ -276,9 +276,13 @@ def test_problem_dependent_defaults_and_overrides():
     """Gaussians default to OT flow matching without refinement; toys keep the paper's."""
     cfg = _compose("problem=gaussian")
     assert cfg.method.fm_coupling == "ot" and cfg.method.refine is False
+    assert cfg.method.flow_updates == 30 and cfg.trainer.max_steps == 3000
     cfg = _compose("problem=toy2d")
     assert cfg.method.fm_coupling == "independent" and cfg.method.refine is True
     assert cfg.method.gamma == 0.5
+    assert cfg.method.flow_updates == 150 and cfg.trainer.max_steps == 8000
+    cfg = _compose("problem=toy2d", "method.flow_updates=7", "trainer.max_steps=100")
+    assert cfg.method.flow_updates == 7 and cfg.trainer.max_steps == 100
     cfg = _compose("problem=gaussian", "method.refine=true", "method.fm_coupling=independent")
     assert cfg.method.fm_coupling == "independent" and cfg.method.refine is True
 

@@ -692,7 +692,8 @@ def _draw_paths(ax, traj: Tensor, title: str, n: int = 300) -> None:
 
 
 def plot_trajectories(method: QFlow, path: Path) -> Path:
-    """Trajectories after flow matching (if kept) and after refinement, side by side."""
+    """Trajectories after flow matching (if kept) and after refinement, side by side; titles
+    give E‖T(x) − x‖² and the path energy Σ_k E‖x_k − x_{k−1}‖²/h_k (equal for straight paths)."""
     import matplotlib.pyplot as plt
 
     g = torch.Generator().manual_seed(3)
@@ -702,10 +703,12 @@ def plot_trajectories(method: QFlow, path: Path) -> Path:
     panels = []
     if method._fm_snapshot is not None:
         snap = method._fm_snapshot
-        panels.append((snap["traj"], f"after flow matching: E‖T(x)−x‖² = {snap['w2_sq']:.3f}"))
+        title = f"after flow matching\nE‖T(x)−x‖² = {snap['w2_sq']:.3f}"
+        panels.append((snap["traj"], f"{title}, path energy {snap['path_energy']:.3f}"))
     cost = float((now[-1] - now[0]).square().sum(1).mean())
+    energy = method.discrete_kinetic_energy(x)
     label = "after refinement" if method.refine_log else "final flow"
-    panels.append((now, f"{label}: E‖T(x)−x‖² = {cost:.3f}"))
+    panels.append((now, f"{label}\nE‖T(x)−x‖² = {cost:.3f}, path energy {energy:.3f}"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     y = method.problem.sample_target(1000, generator=g)
     for ax, (traj, title) in zip(axes[0], panels):

@@ -53,7 +53,7 @@ class GaussianMixturePairProblem(Problem):
     def __init__(
         self,
         dim: int = 2,
-        source_means: Sequence = ((-2.0, -1.0), (2.0, -1.0), (0.0, 2.0)),
+        source_means: Sequence = ((-4.0, -2.0), (4.0, -2.0), (0.0, 4.0)),
         source_covs: Sequence = (
             ((0.3, 0.0), (0.0, 0.3)),
             ((0.3, 0.0), (0.0, 0.3)),
