@@ -162,7 +162,7 @@ def weighted_outer_sum(
     prods, flat = upper_triangle_products(u)
     jac = c.new_zeros(n, d * d).scatter_(1, flat.expand(n, -1), c @ prods).view(n, d, d)
     if not upper_only:
-        jac = jac + jac.triu(1).transpose(1, 2)
+        jac = mirror_upper(jac)
     for a, g in minus:
         jac = jac.baddbmm_((g * a[:, :, None]).transpose(1, 2), g, alpha=-1)
     return jac
