@@ -231,8 +231,11 @@ def run(cfg: DictConfig) -> dict:
         bar = pl.callbacks.TQDMProgressBar(
             refresh_rate=1 if sys.stdout.isatty() else max(1, steps // 20)
         )
+        averaging = [instantiate(cfg.averaging)] if cfg.get("averaging") else []
         trainer = instantiate(
-            trainer_cfg, logger=build_loggers(cfg) or False, callbacks=[timer, ckpt, bar]
+            trainer_cfg,
+            logger=build_loggers(cfg) or False,
+            callbacks=[timer, ckpt, bar, *averaging],
         )
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)

@@ -30,7 +30,16 @@ def test_hardware_options_compose(hardware):
 
 
 def test_every_group_option_composes():
-    for group in ("method", "problem", "network", "optimizer", "scheduler", "hardware", "logger"):
+    for group in (
+        "method",
+        "problem",
+        "network",
+        "optimizer",
+        "scheduler",
+        "hardware",
+        "logger",
+        "averaging",
+    ):
         for option in group_options(group):
             cfg = cfg_with(f"{group}={option}")
             assert cfg is not None

@@ -160,3 +160,21 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     folders = run_folders(tmp_path)
     assert sorted(read_results(f)["d"] for f in folders) == [2, 3]
     assert all(read_results(f)["status"] == "ok" for f in folders)
+
+
+def test_ema_averaging_reports_and_saves_the_averaged_weights(tmp_path, fast_run):
+    from ot_experiments.metrics import evaluate
+
+    # decay 0: the average is the last iterate, so the run equals the plain one
+    train(tmp_path / "d0", *FAST, "averaging=ema", "averaging.decay=0.0")
+    train(tmp_path / "d9", *FAST, "averaging=ema", "averaging.decay=0.9")
+    (last,) = run_folders(tmp_path / "d0")
+    (averaged,) = run_folders(tmp_path / "d9")
+    plain = read_results(fast_run)["metrics"]
+    assert read_results(last)["metrics"] == plain
+    ema = read_results(averaged)["metrics"]
+    assert ema["uvp_fwd"] != plain["uvp_fwd"]
+    # the checkpoint holds the averaged weights that the metrics came from
+    run = ot_experiments.load_run(averaged)
+    again = evaluate(run.problem, run.method, n=200, seed=run.cfg.seed + 10_000, full=False)
+    assert again["uvp_fwd"] == pytest.approx(ema["uvp_fwd"], rel=1e-4)
