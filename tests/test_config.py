@@ -134,3 +134,9 @@ def test_wandb_logger_grouped_by_experiment_and_tagged(tmp_path):
     assert logger._wandb_init["group"] == "t1a"
     assert logger._wandb_init["tags"] == ["t1a"]
     assert logger._offline is True
+
+
+def test_lagrangian_reports_the_weight_average_by_default():
+    assert cfg_with("method=lagrangian").averaging._target_.endswith("EMAWeightAveraging")
+    assert not cfg_with("method=lagrangian", "averaging=none").averaging
+    assert not cfg_with("method=ncf").averaging
