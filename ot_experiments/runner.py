@@ -51,6 +51,11 @@ def validate_config(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr!r} is not valid: the learning rate must be > 0")
+    decay = (cfg.get("averaging") or {}).get("decay")
+    if decay is not None and not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        raise ConfigError(
+            f"averaging.decay={decay!r} is not valid: the EMA decay must be in [0, 1)"
+        )
 
 
 def problems_offering(needs: frozenset[str]) -> list[str]:

@@ -87,6 +87,7 @@ def test_multirun_six_jobs_one_folder_each(tmp_path):
         ("d=2.5", "must be an integer"),
         ("d=abc", "must be an integer"),
         ("optimizer.lr=-0.1", "learning rate must be > 0"),
+        ("averaging=ema averaging.decay=1.5", "EMA decay must be in [0, 1)"),
         ("trainer.max_steps=-5", "step budget must be an integer >= 1"),
         ("problem.preset=two_axis_shift d=1", "needs d >= 2"),
         ("problem=toy2d d=3", "two-dimensional"),
