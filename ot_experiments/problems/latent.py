@@ -149,13 +149,13 @@ class LatentProblem(Problem):
 
     def __init__(
         self,
-        dim: int = 16,
+        dim: int = 32,
         task: str = "fmnist_to_mnist",
         data_dir: str | None = None,
         download: bool = True,
         train_per_class: int | None = 400,
         test_per_class: int | None = 100,
-        beta: float = 0.1,
+        beta: float = 0.01,
         vae_epochs: int = 30,
         classifier_epochs: int = 10,
         cache_dir: str = "outputs/cache",
@@ -299,6 +299,6 @@ class LatentProblem(Problem):
             ax.axis("off")
         fig.tight_layout()
         path = out / "latent_ot.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         return [path]
