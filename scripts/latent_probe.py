@@ -2,8 +2,9 @@
 
 NCF's class-conditional latent OT uses one potential for all classes, so its map can only send
 class k of the source to class k of the target as far as the source latents separate the
-classes. This script trains (or loads from the cache) the β-VAE that ``problem=latent`` would
-use and prints the held-out accuracy of a 128-128 MLP classifier on the normalised latents.
+classes. This script trains (or loads from the cache) the β-VAE and classifier that
+``problem=latent`` would use and prints the held-out accuracy of a 128-128 MLP classifier on
+the normalised latents.
 
     .venv/bin/python scripts/latent_probe.py [--dataset fashion_mnist] [--dim 32] [--beta 0.01]
         [--per-class 400] [--epochs 30] [--cache-dir outputs/cache]
@@ -16,16 +17,14 @@ import argparse
 import torch
 from sklearn.neural_network import MLPClassifier
 
-from ot_experiments.data import pretrained
-from ot_experiments.problems.latent import balanced_subset, load_split
+from ot_experiments.problems.latent import load_domain
 
 
 def probe_accuracy(train_z: torch.Tensor, train_y, test_z, test_y, seed: int = 0) -> float:
-    """Held-out accuracy of an MLP (128, 128) fitted on latents normalised by the train stats."""
-    mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
+    """Held-out accuracy of an MLP (128, 128) fitted on (already normalised) latents."""
     clf = MLPClassifier((128, 128), max_iter=500, random_state=seed)
-    clf.fit(((train_z - mean) / std).numpy(), train_y.numpy())
-    return float(clf.score(((test_z - mean) / std).numpy(), test_y.numpy()))
+    clf.fit(train_z.numpy(), train_y.numpy())
+    return float(clf.score(test_z.numpy(), test_y.numpy()))
 
 
 def main() -> None:
@@ -39,20 +38,22 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="folder with <dataset>/ IDX files")
     args = ap.parse_args()
 
-    xtr, ytr, xte, yte, source = load_split(args.dataset, args.data_dir, download=False)
-    tr, te = balanced_subset(ytr, args.per_class), balanced_subset(yte, 100)
-    vae, info = pretrained.vae(
-        args.cache_dir, args.dataset, xtr[tr], args.dim, args.beta, args.epochs
-    )
-    z = pretrained.predict(vae, "encode_mean", xtr[tr])
-    zt = pretrained.predict(vae, "encode_mean", xte[te])
+    # the same VAE (and cache entry) as problem=latent with these settings
+    dom = load_domain(
+        args.dataset,
+        dict(
+            dim=args.dim, beta=args.beta, vae_epochs=args.epochs, train_per_class=args.per_class,
+            test_per_class=100, data_dir=args.data_dir, download=False, classifier_epochs=10,
+            cache_dir=args.cache_dir, retrain=False,
+        ),
+    )  # fmt: skip
     # the probe sees at most 4000 training latents, as many as the default OT problem has
-    pick = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))[:4000]
-    acc = probe_accuracy(z[pick], ytr[tr][pick], zt, yte[te])
+    pick = torch.randperm(len(dom.train_z), generator=torch.Generator().manual_seed(0))[:4000]
+    acc = probe_accuracy(dom.train_z[pick], dom.train_y[pick], dom.test_z, dom.test_y)
     print(
-        f"{args.dataset} ({source}) d={args.dim} beta={args.beta:g} per_class={args.per_class} "
-        f"epochs={args.epochs}: latent MLP probe {100 * acc:.1f} % on {len(te)} held-out images, "
-        f"reconstruction MSE {info['recon_mse']:.4f}"
+        f"{args.dataset} ({dom.info['data']}) d={args.dim} beta={args.beta:g} "
+        f"per_class={args.per_class} epochs={args.epochs}: latent MLP probe {100 * acc:.1f} % "
+        f"on {len(dom.test_y)} held-out images, reconstruction MSE {dom.info['recon_mse']:.4f}"
     )
 
 
