@@ -7,7 +7,7 @@ classes. This script trains (or loads from the cache) the β-VAE and classifier 
 the normalised latents.
 
     .venv/bin/python scripts/latent_probe.py [--dataset fashion_mnist] [--dim 32] [--beta 0.01]
-        [--per-class 400] [--epochs 30] [--cache-dir outputs/cache]
+        [--per-class N] [--epochs 30] [--cache-dir outputs/cache]
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def main() -> None:
     ap.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist"])
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--beta", type=float, default=0.01)
-    ap.add_argument("--per-class", type=int, default=400, help="VAE training images per class")
+    ap.add_argument(
+        "--per-class", type=int, default=None, help="training images per class (default: all)"
+    )
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--cache-dir", default="outputs/cache")
     ap.add_argument("--data-dir", default=None, help="folder with <dataset>/ IDX files")
@@ -43,13 +45,12 @@ def main() -> None:
         args.dataset,
         dict(
             dim=args.dim, beta=args.beta, vae_epochs=args.epochs, train_per_class=args.per_class,
-            test_per_class=100, data_dir=args.data_dir, download=False, classifier_epochs=10,
+            test_per_class=None, data_dir=args.data_dir, download=False, classifier_epochs=10,
             cache_dir=args.cache_dir, retrain=False,
         ),
     )  # fmt: skip
-    # the probe sees at most 4000 training latents, as many as the default OT problem has
-    pick = torch.randperm(len(dom.train_z), generator=torch.Generator().manual_seed(0))[:4000]
-    acc = probe_accuracy(dom.train_z[pick], dom.train_y[pick], dom.test_z, dom.test_y)
+    # the probe sees the training latents the OT problem samples from
+    acc = probe_accuracy(dom.train_z, dom.train_y, dom.test_z, dom.test_y)
     print(
         f"{args.dataset} ({dom.info['data']}) d={args.dim} beta={args.beta:g} "
         f"per_class={args.per_class} epochs={args.epochs}: latent MLP probe {100 * acc:.1f} % "
