@@ -7,7 +7,8 @@ prints the Markdown. Only ``results.json`` files are read: no wandb account is n
 A *cell* is a job's overrides without ``seed=``; its value is mean ± std over seeds. A cell is
 "at least as good as the paper" when its mean is ≤ the paper's value for lower-is-better
 metrics, ≥ for higher-is-better ones, and, for ``w2_sq``, when it is as close to
-``w2_sq_true`` as the paper's value. Failed jobs are counted and shown, never dropped.
+``w2_sq_true`` as the paper's value. Failed, interrupted, running, killed and missing jobs are
+counted and shown, never dropped ("2/3 ok, 1 interrupted").
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
-from collections import defaultdict
+import socket
+from collections import Counter, defaultdict
 from pathlib import Path
+
+import yaml
 
 HIGHER_IS_BETTER = ("hi", "hi_joint", "accuracy_fwd", "accuracy_bwd", "accuracy")
 DEFAULT_METRICS = (
@@ -39,16 +44,46 @@ MAX_DEFAULT_METRICS = 5
 
 
 def load_results(folder: str | Path) -> list[dict]:
-    """Every results.json under ``folder`` (recursively), with its path in ``_path``."""
+    """Every run under ``folder`` (recursively), with its path in ``_path``.
+
+    A run is a results.json, or a job folder of a sweep (``.hydra/`` inside) without one:
+    ``status: missing``. A ``running`` run whose process is gone from this machine becomes
+    ``killed``; runs that a later run resumed and finished (``resumed``) are left out.
+    """
     out = []
     for path in sorted(Path(folder).rglob("results.json")):
         try:
             res = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, OSError):
             res = {"status": "failed", "error": "unreadable results.json"}
+        if res.get("status") == "resumed":
+            continue
+        if res.get("status") == "running" and _process_gone(res):
+            res["status"] = "killed"
+            res["error"] = "the process ended without recording an outcome (killed?)"
         res["_path"] = str(path.parent)
         out.append(res)
+    for hydra_dir in sorted(Path(folder).rglob(".hydra")):
+        job = hydra_dir.parent
+        if (job / "results.json").exists() or not (hydra_dir / "overrides.yaml").exists():
+            continue
+        overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+        overrides = [o for o in overrides if not o.startswith("paths.")]
+        out.append({"status": "missing", "overrides": overrides, "_path": str(job)})
     return out
+
+
+def _process_gone(res: dict) -> bool:
+    """Whether a ``running`` results.json's process no longer exists on this machine."""
+    if res.get("host") != socket.gethostname() or not isinstance(res.get("pid"), int):
+        return False
+    try:
+        os.kill(res["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def lookup(res: dict, name: str):
@@ -114,7 +149,10 @@ def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[l
             "d": first.get("d"),
             "seeds_ok": len(ok),
             "seeds": len(runs),
-            "errors": sorted({str(r.get("error", "?"))[:120] for r in runs if r not in ok}),
+            "statuses": dict(Counter(r.get("status", "?") for r in runs)),
+            "errors": sorted(
+                {str(r.get("error", "?"))[:120] for r in runs if r.get("status") == "failed"}
+            ),
             "table": next((r["reference"].get("table") for r in runs if r.get("reference")), ""),
         }
         truth = next((r["metrics"]["w2_sq_true"] for r in ok if "w2_sq_true" in r["metrics"]), None)
@@ -150,7 +188,10 @@ def to_markdown(rows: list[dict], metrics: list[str], title: str = "") -> str:
     n_ok = n_cmp = 0
     for r in rows:
         status = f"{r['seeds_ok']}/{r['seeds']}"
-        if r["seeds_ok"] < r["seeds"]:
+        others = {k: v for k, v in r["statuses"].items() if k not in ("ok", "failed")}
+        if others:
+            status += " ok, " + ", ".join(f"{v} {k}" for k, v in sorted(others.items()))
+        if r["statuses"].get("failed"):
             status += " FAILED: " + "; ".join(r["errors"]).replace("|", "/")
         cells = [f"`{r['cell']}`", status]
         for m in metrics:

@@ -1,0 +1,135 @@
+"""Interrupted runs: SIGTERM / SIGINT leave a checkpoint and an honest results.json, a resumed
+run ends where the uninterrupted one ends, a run folder is never overwritten, and the collector
+shows running / interrupted / killed / missing runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ot_experiments.tables import build_rows, load_results, to_markdown
+
+from .conftest import ROOT, read_results, train
+
+# 600 NCF steps: ~10 s on one core, long enough to be stopped mid-way
+LONG = [
+    "trainer.max_steps=600",
+    "trainer.val_check_interval=100",
+    "eval_points=200",
+    "inference_points=1000",
+    "method.n_mmd=200",
+    "method.n_collocation=100",
+    "method.eval_points=200",
+    "logger=csv",
+    "threads=1",
+]
+
+
+def start(folder: Path, *overrides: str) -> subprocess.Popen:
+    cmd = [sys.executable, "train.py", *LONG, f"hydra.run.dir={folder}", *overrides]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def stop(folder: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start a run, send ``sig`` once its first periodic checkpoint exists, wait for the end."""
+    proc = start(folder)
+    wait_for(folder / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path):
+    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'full'}")
+    full = read_results(tmp_path / "full")
+
+    proc = stop(tmp_path / "cut", signal.SIGTERM)
+    assert proc.returncode != 0
+    assert "interrupted by SIGTERM" in proc.stderr
+    cut = read_results(tmp_path / "cut")
+    assert cut["status"] == "interrupted" and 0 < cut["step"] < 600
+    assert Path(cut["checkpoint"]).name == "last.ckpt" and Path(cut["checkpoint"]).exists()
+    assert cut["started_at"] and cut["pid"] > 0
+
+    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'cut'}", "ckpt_path=auto")
+    resumed = read_results(tmp_path / "cut")
+    assert resumed["status"] == "ok" and resumed["step"] == 600
+    assert resumed["metrics"].keys() == full["metrics"].keys()
+    for key, value in full["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_sigint_is_recorded_and_a_checkpoint_elsewhere_resumes_into_a_new_folder(tmp_path):
+    proc = stop(tmp_path / "a", signal.SIGINT)
+    assert proc.returncode != 0 and "interrupted by SIGINT" in proc.stderr
+    assert read_results(tmp_path / "a")["status"] == "interrupted"
+    rows, _ = build_rows(load_results(tmp_path))
+    assert "1 interrupted" in to_markdown(rows, ["uvp_fwd"])
+
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'b'}", f"ckpt_path={ckpt}")
+    assert read_results(tmp_path / "b")["status"] == "ok"
+    old = read_results(tmp_path / "a")
+    assert old["status"] == "resumed" and old["resumed_in"] == str(tmp_path / "b")
+    # the collector counts the finished run once and leaves the superseded one out
+    rows, _ = build_rows(load_results(tmp_path))
+    assert [(r["seeds_ok"], r["seeds"]) for r in rows] == [(1, 1)]
+
+
+def test_a_run_folder_is_never_overwritten(tmp_path):
+    folder = tmp_path / "run"
+    train(tmp_path, *LONG, "trainer.max_steps=5", f"hydra.run.dir={folder}")
+    before = (folder / "results.json").read_text()
+    ckpt_before = (folder / "checkpoints" / "last.ckpt").stat().st_mtime
+    proc = train(tmp_path, *LONG, "trainer.max_steps=5", f"hydra.run.dir={folder}", check=False)
+    assert proc.returncode != 0
+    assert "already holds a run (status ok); pass ckpt_path=auto" in proc.stderr
+    assert (folder / "results.json").read_text() == before
+    assert (folder / "checkpoints" / "last.ckpt").stat().st_mtime == ckpt_before
+
+
+def test_a_missing_checkpoint_is_one_sentence(tmp_path):
+    proc = train(tmp_path, *LONG, "ckpt_path=/nonexistent/last.ckpt", check=False)
+    assert proc.returncode != 0
+    assert "ckpt_path='/nonexistent/last.ckpt' is not a checkpoint file" in proc.stderr
+
+
+def test_sigkill_leaves_a_running_record_the_collector_calls_killed(tmp_path):
+    folder = tmp_path / "sweep" / "0_d2"
+    proc = start(folder)
+    wait_for(folder / "results.json", proc)
+    assert read_results(folder)["status"] == "running"  # written before training starts
+    proc.kill()
+    proc.wait()
+    # a sweep job that never started: a job folder without results.json
+    missing = tmp_path / "sweep" / "1_d4" / ".hydra"
+    missing.mkdir(parents=True)
+    (missing / "overrides.yaml").write_text("- d=4\n")
+    runs = load_results(tmp_path / "sweep")
+    assert sorted(r["status"] for r in runs) == ["killed", "missing"]
+    md = to_markdown(*build_rows(runs, ["uvp_fwd"]))
+    assert "0/1 ok, 1 killed" in md and "0/1 ok, 1 missing" in md
+
+
+def test_results_json_records_the_start(fast_run):
+    res = json.loads((fast_run / "results.json").read_text())
+    assert res["status"] == "ok" and res["step"] == 6
+    assert res["started_at"].startswith("20") and isinstance(res["pid"], int)
