@@ -7,6 +7,10 @@ class ConfigError(CompactHydraException):
     """Bad input found before training: says what is wrong and what would be right."""
 
 
+class RunFolderError(CompactHydraException):
+    """A run folder cannot be reloaded: a file is missing or damaged, or the run is unfinished."""
+
+
 class TrainingDiverged(CompactHydraException):
     """The loss became NaN or infinite; carries the step at which it happened."""
 
