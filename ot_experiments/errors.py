@@ -1,5 +1,7 @@
 """Errors that reach the user as one sentence (Hydra prints them without a traceback)."""
 
+from __future__ import annotations
+
 from hydra.errors import CompactHydraException
 
 
@@ -12,11 +14,27 @@ class RunFolderError(CompactHydraException):
 
 
 class TrainingDiverged(CompactHydraException):
-    """The loss became NaN or infinite; carries the step at which it happened."""
+    """Training went astray; carries the step at which it was seen.
 
-    def __init__(self, step: int, value: float) -> None:
+    Parameters
+    ----------
+    step : int
+        The training step.
+    value : float
+        The loss at that step (NaN where the problem is not the loss).
+    reason : str, optional
+        What went astray; default: "the loss is <value>".
+    """
+
+    def __init__(self, step: int, value: float, reason: str | None = None) -> None:
         self.step = step
+        self.value = value
+        self.reason = reason
         super().__init__(
-            f"training diverged at step {step}: the loss is {value}; "
+            f"training diverged at step {step}: {reason or f'the loss is {value}'}; "
             "lower the learning rate (optimizer.lr) or the loss weights and run again"
         )
+
+    def __reduce__(self):
+        # picklable (launchers send a job's exception back to the sweep)
+        return (type(self), (self.step, self.value, self.reason))

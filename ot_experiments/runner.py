@@ -19,6 +19,11 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ot_experiments.checks import (  # the checks live there; importable from here too
+    check_compatible,
+    problems_offering,  # noqa: F401
+    validate_config,
+)
 from ot_experiments.errors import ConfigError, TrainingDiverged
 from ot_experiments.results import device_description, library_versions, write_json_atomic
 
@@ -26,60 +31,6 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 META_KEYS = ("name", "lr")  # method/problem keys that are not constructor arguments
-
-
-# -- checks -----------------------------------------------------------------------------
-def validate_config(cfg: DictConfig) -> None:
-    """Raise a one-sentence ConfigError for bad top-level values, before anything is built."""
-    budgets = cfg.get("budget_steps")
-    if budgets is not None and cfg.get("budget") not in budgets:
-        raise ConfigError(
-            f"budget={cfg.get('budget')!r} is not defined for this experiment; "
-            f"choose one of {', '.join(budgets)}"
-        )
-    d = cfg.get("d")
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ConfigError(f"d={d!r} is not valid: the dimension d must be an integer >= 1")
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed={seed!r} is not valid: the seed must be an integer >= 0")
-    steps = cfg.trainer.get("max_steps")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(
-            f"trainer.max_steps={steps!r} is not valid: the step budget must be an integer >= 1"
-        )
-    lr = cfg.optimizer.get("lr")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-        raise ConfigError(f"optimizer.lr={lr!r} is not valid: the learning rate must be > 0")
-    decay = (cfg.get("averaging") or {}).get("decay")
-    if decay is not None and not (isinstance(decay, (int, float)) and 0 <= decay < 1):
-        raise ConfigError(
-            f"averaging.decay={decay!r} is not valid: the EMA decay must be in [0, 1)"
-        )
-
-
-def problems_offering(needs: frozenset[str]) -> list[str]:
-    """Names of the problem configs in conf/problem whose class offers everything in ``needs``."""
-    names = []
-    for path in sorted((CONF_DIR / "problem").glob("*.yaml")):
-        target = OmegaConf.load(path).get("_target_")
-        try:
-            if target and needs <= get_class(target).offers:
-                names.append(path.stem)
-        except Exception:  # a problem whose module cannot be imported here offers nothing
-            continue
-    return names
-
-
-def check_compatible(method_name: str, method_cls, problem_name: str, problem) -> None:
-    """Raise a ConfigError naming what is missing and which problems fit."""
-    missing = set(method_cls.needs) - set(problem.offers)
-    if missing:
-        fits = ", ".join(problems_offering(frozenset(method_cls.needs))) or "none yet"
-        raise ConfigError(
-            f"method '{method_name}' needs {', '.join(sorted(missing))} that problem "
-            f"'{problem_name}' does not offer; problems that fit: {fits}"
-        )
 
 
 # -- building ---------------------------------------------------------------------------

@@ -15,7 +15,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from .conftest import FAST, ROOT
+from ot_experiments.errors import ConfigError, TrainingDiverged
+from ot_experiments.methods.base import OTMethod
+from ot_experiments.problems import GaussianProblem
+
+from .conftest import FAST, ROOT, read_results, run_folders, train
 
 
 def fast(*overrides: str) -> list[str]:
@@ -150,3 +154,148 @@ def test_load_run_names_a_missing_or_damaged_file(run_folder, tmp_path):
         ot_experiments.load_run(run_folder)
     with pytest.raises(RunFolderError, match="does not exist"):
         ot_experiments.load_run(tmp_path / "nowhere")
+
+
+# -- 3. sizes, counts and weights --------
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            "eval_points=1",
+            "eval_points=1 is too small: UVP and the energy distance need at least 100 samples; "
+            "use eval_points >= 100",
+        ),
+        ("eval_points=0", "eval_points=0 is too small"),
+        ("method.eval_points=10", "method.eval_points=10 is too small"),
+        ("inference_points=0", "inference_points=0 is not valid: it is a count"),
+        ("cost_points=-1", "cost_points=-1 is not valid"),
+        ("method.n_mmd=0", "method.n_mmd=0 is not valid: it is a count; use an integer >= 1"),
+        ("method.n_collocation=2.5", "method.n_collocation=2.5 is not valid"),
+        ("threads=-1", "threads=-1 is not valid: use threads=null"),
+        ("threads=0", "threads=0 is not valid"),
+        ("network.hidden=[]", "network.hidden=[] is not valid: a network needs at least one"),
+        ("network=mlp network.hidden=[64,0]", "network.hidden=[64,0] is not valid"),
+        ("method.mmd_weight=-1", "method.mmd_weight=-1 is not valid: it is a loss weight"),
+        ("network=resnet_tanh network.depth=0", "network.depth=0 is not valid"),
+        ("method=gradnet method.batch_size=0", "method.batch_size=0 is not valid"),
+        ("method=lagrangian method.h1_weight=-0.5", "method.h1_weight=-0.5 is not valid"),
+        ("method=lagrangian method.n_substeps=0", "method.n_substeps=0 is not valid"),
+        ("method=lagrangian method.obstacle_ramp_steps=-1", "number of steps"),
+        ("method=lagrangian network.width=0", "network.width=0 is not valid"),
+        ("method=qflow method.fm_batch=0", "method.fm_batch=0 is not valid"),
+        ("method=qflow method.classifier.hidden=[0]", "method.classifier.hidden=[0]"),
+        ("method=qflow method.rounds=-1", "method.rounds=-1 is not valid"),
+        ("problem=crowd_motion method=lagrangian problem.lambda_kl=-1", "problem.lambda_kl=-1"),
+        ("problem=mnist_morphing method=gradnet problem.eval_samples=0", "eval_samples=0"),
+    ],
+)
+def test_sizes_counts_and_weights_are_checked_before_training(overrides, message):
+    from ot_experiments.checks import validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(composed(*overrides.split()))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        "",
+        "method=lagrangian method.obstacle_ramp_steps=0",  # 0: no ramp (documented)
+        "method=qflow method.ratio_steps=0 method.refine=false method.rounds=0",
+        "method=gradnet method.bandwidth_steps=null",
+        "method=lagrangian method.kl_weight=auto",
+        "threads=1",
+        "method.mmd_weight=0",
+        "experiment=t1a budget=paper",
+        "experiment=t6",
+    ],
+)
+def test_sensible_values_pass_the_checks(overrides):
+    from ot_experiments.checks import validate_config
+
+    validate_config(composed(*overrides.split()))
+
+
+def test_eval_points_too_small_stops_before_training(tmp_path):
+    proc = train(tmp_path, *fast("eval_points=1", "threads=1"), check=False)
+    assert_one_sentence(proc, "eval_points=1 is too small")
+    (folder,) = run_folders(tmp_path)
+    res = read_results(folder)
+    assert res["status"] == "failed" and not res["timing"].get("step_ms")
+
+
+def test_zero_mmd_samples_is_one_sentence(tmp_path):
+    proc = train(tmp_path, *fast("method.n_mmd=0", "threads=1"), check=False)
+    assert_one_sentence(proc, "method.n_mmd=0 is not valid")
+
+
+# -- 3. divergence --------
+class _Fake(OTMethod):
+    """A method whose loss and maps the test sets."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__(GaussianProblem(dim=2), optimizer=None)
+        self.scale = scale
+
+    def transport(self, x):
+        return x * self.scale
+
+    def training_loss(self, step):
+        raise NotImplementedError
+
+
+def test_loss_explosion_stops_training_with_the_step():
+    method = _Fake()
+    for value in [3.0, 2.0, 1.0, 0.5, 1e-3, 1e2, 5e3]:  # healthy ups and downs pass
+        method.check_loss(torch.tensor(value))
+    with pytest.raises(TrainingDiverged, match="over 1e\\+06 times its early size") as err:
+        method.check_loss(torch.tensor(4e8))
+    assert err.value.step == 0 and "lower the learning rate" in str(err.value)
+    with pytest.raises(TrainingDiverged, match="the loss is nan"):
+        _Fake().check_loss(torch.tensor(float("nan")))
+    small = _Fake()
+    small.check_loss(torch.tensor(1e-4))
+    small.check_loss(torch.tensor(9e5))  # under the absolute floor of 1e6: still fine
+
+
+def test_maps_far_outside_the_data_stop_training():
+    _Fake(scale=1.0).check_maps()
+    _Fake(scale=50.0).check_maps()  # wrong, but not absurd
+    with pytest.raises(TrainingDiverged, match="transported points lie .* over 1000 times"):
+        _Fake(scale=1e7).check_maps()
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        _Fake(scale=float("nan")).check_maps()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # the loss stays finite (8e15 at step 1), so only the explosion guard sees it
+        [
+            "method=lagrangian",
+            "trainer.max_steps=20",
+            "method.batch_size=128",
+            "method.h1_points=200",
+            "method.eval_points=100",
+            "eval_points=150",
+        ],
+        # flow-matching loss 0.46 -> 6e11 at step 1 (qflow has its own training_step)
+        [
+            "method=qflow",
+            "trainer.max_steps=20",
+            "method.eval_points=200",
+            "method.clf_warmup_steps=2",
+            "method.flow_updates=2",
+        ],
+    ],
+    ids=["lagrangian", "qflow"],
+)
+def test_huge_learning_rate_fails_instead_of_ok(tmp_path, overrides):
+    proc = train(tmp_path, *fast(*overrides, "optimizer.lr=1e6", "threads=1"), check=False)
+    assert_one_sentence(proc, "training diverged at step 1: the loss is")
+    assert "lower the learning rate" in proc.stderr
+    (folder,) = run_folders(tmp_path)
+    res = read_results(folder)
+    assert (res["status"], res["failed_step"]) == ("failed", 1)

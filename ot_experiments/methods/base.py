@@ -7,6 +7,8 @@ It declares in ``needs`` what it requires from the problem; the runner checks th
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,16 @@ import torch
 from torch import Tensor
 
 from ot_experiments.errors import TrainingDiverged
+
+# Divergence guard (every method): a loss is "exploded" when it exceeds both EXPLOSION_FACTOR
+# times the median |loss| of the first EARLY_LOSSES steps seen and EXPLOSION_FLOOR in absolute
+# value; at validation, the maps have "left the data" when the median distance of the mapped
+# points from the data's centre exceeds BOX_FACTOR times the data's radius.
+EARLY_LOSSES = 20
+EXPLOSION_FACTOR = 1e6
+EXPLOSION_FLOOR = 1e6
+BOX_FACTOR = 1e3
+BOX_POINTS = 512
 
 
 class OTMethod(pl.LightningModule):
@@ -41,6 +53,7 @@ class OTMethod(pl.LightningModule):
         self._make_scheduler = scheduler
         self.eval_points = eval_points
         self.history: list[dict[str, float]] = []
+        self._early_losses: list[float] = []
 
     # -- to implement ---------------------------------------------------------------------
     def training_loss(self, step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -71,11 +84,64 @@ class OTMethod(pl.LightningModule):
         """Method-specific figures written into the run folder ``out``; returns their paths."""
         return []
 
+    # -- divergence guard -----------------------------------------------------------------
+    def check_loss(self, loss: Tensor) -> None:
+        """Raise TrainingDiverged for a non-finite loss or one that exploded (EXPLOSION_FACTOR).
+
+        Called on every training step (subclasses with their own ``training_step`` call it too).
+        """
+        value = float(loss.detach())
+        step = int(self.global_step)
+        if not math.isfinite(value):
+            raise TrainingDiverged(step, value)
+        early = self._early_losses
+        if early:
+            ref = statistics.median(early)
+            if abs(value) > EXPLOSION_FLOOR and abs(value) > EXPLOSION_FACTOR * ref:
+                raise TrainingDiverged(
+                    step,
+                    value,
+                    f"the loss is {value:.3g}, over {EXPLOSION_FACTOR:.0e} times its early size "
+                    f"{ref:.3g}",
+                )
+        if len(early) < EARLY_LOSSES:
+            early.append(abs(value))
+
+    @torch.no_grad()
+    def check_maps(self, n: int = BOX_POINTS) -> None:
+        """Raise TrainingDiverged when the maps send points far outside the data (or to NaN).
+
+        ``n`` fresh source (and target) points are mapped; the median distance of the images from
+        the centre of the data must stay within BOX_FACTOR times the data's radius.
+        """
+        g = torch.Generator().manual_seed(20_251_130)
+        x = self.problem.sample_source(n, generator=g).float().cpu()
+        y = self.problem.sample_target(n, generator=g).float().cpu()
+        data = torch.cat([x, y])
+        centre = data.mean(0)
+        radius = max(float((data - centre).norm(dim=1).max()), 1e-6)
+        maps = [("transported", self.transport, x)]
+        if self.has_inverse:
+            maps.append(("inversely transported", self.inverse_transport, y))
+        for what, fn, points in maps:
+            mapped = fn(points).detach().float().cpu()
+            if not torch.isfinite(mapped).all():
+                raise TrainingDiverged(
+                    int(self.global_step), math.nan, f"the {what} points are not finite"
+                )
+            far = float((mapped - centre).norm(dim=1).median())
+            if far > BOX_FACTOR * radius:
+                raise TrainingDiverged(
+                    int(self.global_step),
+                    math.nan,
+                    f"the {what} points lie {far:.3g} from the data's centre (median), over "
+                    f"{BOX_FACTOR:.0f} times the data's radius {radius:.3g}",
+                )
+
     # -- Lightning plumbing ---------------------------------------------------------------
     def training_step(self, batch, batch_idx):  # noqa: D102
         loss, logs = self.training_loss(self.global_step)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(self.global_step, float(loss))
+        self.check_loss(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=1)
         for k, v in logs.items():
             self.log(f"train/{k}", v, batch_size=1)
@@ -84,6 +150,7 @@ class OTMethod(pl.LightningModule):
     def validation_step(self, batch, batch_idx):  # noqa: D102
         from ot_experiments.metrics import evaluate
 
+        self.check_maps()
         metrics = evaluate(self.problem, self, n=self.eval_points, full=False)
         metrics = {k: float(v) for k, v in metrics.items()}
         self.history.append({"step": int(self.global_step), **metrics})

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from ot_experiments.errors import ConfigError, TrainingDiverged
+from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
 from ot_experiments.methods.density_ratio import (
     flow_log_ratio,
@@ -584,8 +584,7 @@ class QFlow(OTMethod):
             loss, logs = self._ratio_step()
             opt = opts[4]
             self._decay_ratio_lr(opt)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(self.global_step, float(loss))
+        self.check_loss(loss)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
