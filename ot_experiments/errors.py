@@ -9,6 +9,10 @@ class ConfigError(CompactHydraException):
     """Bad input found before training: says what is wrong and what would be right."""
 
 
+class DataFileError(ConfigError, ValueError):
+    """A data file (IDX, image) is empty, truncated or not what its name says; names the file."""
+
+
 class RunFolderError(CompactHydraException):
     """A run folder cannot be reloaded: a file is missing or damaged, or the run is unfinished."""
 

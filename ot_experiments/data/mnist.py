@@ -20,11 +20,12 @@ import importlib.util
 import logging
 import struct
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ot_experiments.errors import ConfigError
+from ot_experiments.errors import ConfigError, DataFileError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ MIRRORS = {
     "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+REPLACE = (
+    "delete it and run again to download it, or copy the standard IDX files "
+    "(train-images-idx3-ubyte.gz, ...) there"
+)
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -45,18 +50,43 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Parse one IDX file (optionally gzipped) into an array.
 
     Header: two zero bytes, a dtype code (0x08 = uint8, …), the number of dimensions k,
-    then k big-endian uint32 sizes; the data follow in C order.
+    then k big-endian uint32 sizes; the data follow in C order. An empty, truncated or
+    otherwise damaged file raises a one-sentence ``DataFileError`` (a ``ValueError``) naming it.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (EOFError, OSError, zlib.error) as err:
+        what = "a truncated or damaged gzip file" if path.suffix == ".gz" else "unreadable"
+        raise DataFileError(f"{path} is {what} ({err}); {REPLACE}") from None
+    if len(raw) < 4:
+        raise DataFileError(
+            f"{path} is {'empty' if not raw else 'truncated'} ({len(raw)} bytes, less than the "
+            f"4-byte IDX header); {REPLACE}"
+        )
     zero, code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or code not in IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=IDX_DTYPES[code], offset=4 + 4 * ndim)
-    return data.reshape(shape).astype(np.dtype(IDX_DTYPES[code]).newbyteorder("="))
+        raise DataFileError(f"{path} is not an IDX file (magic {raw[:4].hex()}); {REPLACE}")
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise DataFileError(
+            f"{path} is truncated: its header announces {ndim} sizes but the file has "
+            f"{len(raw)} bytes; {REPLACE}"
+        )
+    shape = struct.unpack(f">{ndim}I", raw[4:offset])
+    dtype = np.dtype(IDX_DTYPES[code])
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) < expected:
+        raise DataFileError(
+            f"{path} is truncated: its header announces {'×'.join(map(str, shape))} values "
+            f"({expected} bytes) but the file holds {len(raw)} bytes; {REPLACE}"
+        )
+    data = np.frombuffer(
+        raw, dtype=dtype, count=(expected - offset) // dtype.itemsize, offset=offset
+    )
+    return data.reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -72,7 +102,18 @@ def _from_idx_dir(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | N
     lab = _find(folder, f"{prefix}-labels-idx1-ubyte")
     if img is None or lab is None:
         return None
-    return read_idx(img), read_idx(lab).astype(np.int64)
+    images, labels = read_idx(img), read_idx(lab).astype(np.int64)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataFileError(
+            f"{img} and {lab} are not an image/label pair (shapes {images.shape} and "
+            f"{labels.shape}, expected (n, rows, cols) and (n,)); {REPLACE}"
+        )
+    if len(images) != len(labels):
+        raise DataFileError(
+            f"{lab} holds {len(labels)} labels but {img} holds {len(images)} images: the two "
+            f"files do not belong together; {REPLACE}"
+        )
+    return images, labels
 
 
 def _download(dataset: str, folder: Path, split: str, timeout: float = 10.0) -> bool:

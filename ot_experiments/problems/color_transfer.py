@@ -17,18 +17,20 @@ import ot
 import torch
 from torch import Tensor
 
-from ot_experiments.errors import ConfigError
+from ot_experiments.errors import ConfigError, DataFileError
 from ot_experiments.problems.base import Problem
 
 HIST_BINS = 64  # per-channel histograms on [0, 1]
 JOINT_BINS = 16  # joint 3-D histogram: 16³ cells
+MIN_PIXELS = 64  # fewer pixels are not a colour distribution worth transporting
 
 
 def load_rgb(spec: str) -> np.ndarray:
     """Read an RGB image as float array (H, W, 3) in [0, 1].
 
-    ``spec`` is a file path or ``skimage:<name>`` (e.g. ``skimage:coffee``). Grey-scale, missing
-    or unreadable files raise a one-sentence ConfigError.
+    ``spec`` is a file path or ``skimage:<name>`` (e.g. ``skimage:coffee``). A missing, empty,
+    damaged or non-image file, a grey-scale image or one of fewer than ``MIN_PIXELS`` pixels
+    raises a one-sentence ConfigError naming it.
     """
     import skimage.data
     import skimage.io
@@ -44,17 +46,56 @@ def load_rgb(spec: str) -> np.ndarray:
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ConfigError(f"image file '{spec}' does not exist: give a path to an RGB image")
+        size = path.stat().st_size
+        if size == 0:
+            raise DataFileError(
+                f"image file '{spec}' is empty (0 bytes): give a path to an RGB image "
+                "(PNG, JPEG, ...)"
+            )
         try:
             img = skimage.io.imread(path)
-        except Exception as err:
-            raise ConfigError(
-                f"image file '{spec}' could not be read as an image ({err})"
+        except Exception:
+            with path.open("rb") as fh:
+                kind = _image_kind(fh.read(16))
+            if kind is None:
+                raise DataFileError(
+                    f"image file '{spec}' could not be read: it is not an image (it has no "
+                    f"{', '.join(IMAGE_SIGNATURES)} header); give a path to an RGB image"
+                ) from None
+            raise DataFileError(
+                f"image file '{spec}' could not be read: it starts like a {kind} image but is "
+                f"damaged or truncated ({size} bytes); replace it with an intact copy"
             ) from None
     if img.ndim != 3 or img.shape[-1] not in (3, 4):
         raise ConfigError(
             f"image '{spec}' is grey-scale (shape {img.shape}): colour transfer needs RGB"
         )
+    if img.shape[0] * img.shape[1] < MIN_PIXELS:
+        raise ConfigError(
+            f"image '{spec}' has only {img.shape[0]}×{img.shape[1]} pixels: colour transfer needs "
+            f"a cloud of colours; give an image with at least {MIN_PIXELS} pixels (e.g. 8×8)"
+        )
     return skimage.util.img_as_float(img[..., :3]).astype(np.float32)
+
+
+# first bytes of the common image formats: tell "not an image" from "a damaged image" when
+# imageio fails (its own message for both is "pip install imageio[pyav]")
+IMAGE_SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+    "WebP": (b"RIFF",),
+}
+
+
+def _image_kind(head: bytes) -> str | None:
+    """The image format whose signature ``head`` starts with, or None."""
+    for kind, signatures in IMAGE_SIGNATURES.items():
+        if any(head.startswith(sig) for sig in signatures):
+            return kind
+    return None
 
 
 # -- metrics on colour histograms ---------------------------------------------------------
