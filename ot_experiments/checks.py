@@ -20,10 +20,18 @@ as it follows the naming convention:
 
 from __future__ import annotations
 
+import netrc
+import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -77,6 +85,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     check_threads(cfg.get("threads"))
     check_sizes(cfg)
+    check_wandb_login(cfg)
 
 
 def check_threads(threads: Any) -> None:
@@ -188,6 +197,106 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# -- loggers ----------------------------------------------------------------------------------
+def check_wandb_login(cfg: DictConfig, environ: dict[str, str] | None = None) -> None:
+    """An online wandb logger needs an API key; raise instead of letting wandb prompt for one.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The composed config of one job.
+    environ : dict, optional
+        The environment to look in (default ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    for name, c in (cfg.get("logger") or {}).items():
+        if not isinstance(c, DictConfig) or not str(c.get("_target_", "")).endswith("WandbLogger"):
+            continue
+        offline = bool(c.get("offline", False)) or c.get("mode") in ("offline", "disabled")
+        if offline or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+            continue
+        if not wandb_api_key_found(env):
+            raise ConfigError(
+                f"logger.{name}.offline=false needs a wandb API key and none was found "
+                "(WANDB_API_KEY is unset and ~/.netrc has no wandb entry): run `wandb login` or "
+                f"set WANDB_API_KEY, or stay offline with logger.{name}.offline=true"
+            )
+
+
+def wandb_api_key_found(environ: dict[str, str] | None = None) -> bool:
+    """Whether wandb will find credentials: WANDB_API_KEY, an identity token or a netrc entry."""
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    if env.get("NETRC"):
+        paths = [Path(env["NETRC"])]
+    else:
+        home = Path(env.get("HOME") or Path.home())
+        paths = [home / ".netrc", home / "_netrc"]
+    for path in paths:
+        try:
+            entry = netrc.netrc(path).authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            continue
+        if entry and entry[2]:
+            return True
+    return False
+
+
+# -- the output folder ------------------------------------------------------------------------
+def check_output_dir(path: str | Path, key: str = "hydra.run.dir") -> None:
+    """Raise a ConfigError unless the folder ``path`` exists writable or can be created.
+
+    Nothing is created: the nearest existing folder on the way is probed with a temporary
+    folder that is removed again.
+    """
+    target = Path(path).expanduser().absolute()
+    existing = target
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{key}={path} cannot be created: {existing} is a file; point {key} (or "
+            "paths.output_root) at a writable folder"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write_test_"))
+    except OSError as err:
+        raise ConfigError(
+            f"{key}={path} cannot be created: {existing} is not writable ({err.strerror}); "
+            f"point {key} (or paths.output_root) at a writable folder"
+        ) from None
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: check the run (or sweep) folder before Hydra creates it.
+
+    Hydra makes the run folder before the task function runs, so an unwritable one ends in a
+    traceback. Registered under ``hydra.callbacks``, this check prints one sentence and exits
+    with status 1 instead (Hydra turns an exception of a callback into a mere warning, so the
+    check exits with ``SystemExit``)::
+
+        hydra:
+          callbacks:
+            output_dir:
+              _target_: ot_experiments.checks.OutputDirCheck
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: D102
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: D102
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        try:
+            check_output_dir(OmegaConf.select(config, key), key)
+        except ConfigError as err:
+            raise SystemExit(str(err)) from None
+
+
 # -- method and problem -----------------------------------------------------------------------
 def _problem_target(path: Path) -> str | None:
     """The ``_target_`` of a problem config: at its top, or under ``problem:`` (global package)."""
@@ -241,3 +350,21 @@ def check_compatible(method_name: str, method_cls: type, problem_name: str, prob
             f"method '{method_name}' needs {', '.join(sorted(missing))} that problem "
             f"'{problem_name}' does not offer; problems that fit: {fits}"
         )
+
+
+@contextmanager
+def config_errors_alone() -> Iterator[None]:
+    """Re-raise a ConfigError from inside ``hydra.utils.instantiate`` alone.
+
+    Hydra wraps whatever a constructor raises in an InstantiationException ("Error in call to
+    target '…'" and the repr of the error); a ConfigError is meant to be read as its sentence.
+    """
+    try:
+        yield
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise

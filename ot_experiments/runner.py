@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ot_experiments.checks import (  # the checks live there; importable from here too
     check_compatible,
+    config_errors_alone,
     problems_offering,  # noqa: F401
     validate_config,
 )
@@ -42,22 +43,30 @@ def _strip(node: DictConfig) -> DictConfig:
 
 
 def build_problem(cfg: DictConfig):
-    """Instantiate ``cfg.problem`` (its ``dim`` follows ``d``)."""
-    return instantiate(_strip(cfg.problem))
+    """Instantiate ``cfg.problem`` (its ``dim`` follows ``d``).
+
+    A ConfigError of the constructor comes out alone, not wrapped by Hydra.
+    """
+    with config_errors_alone():
+        return instantiate(_strip(cfg.problem))
 
 
 def build_method(cfg: DictConfig, problem):
-    """Instantiate ``cfg.method`` with the problem and partial network/optimizer/scheduler."""
-    sched = cfg.get("scheduler")
-    scheduler = instantiate(sched) if sched and sched.get("_target_") else None
-    return instantiate(
-        _strip(cfg.method),
-        problem=problem,
-        network=instantiate(cfg.network),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
-        _recursive_=True,
-    )
+    """Instantiate ``cfg.method`` with the problem and partial network/optimizer/scheduler.
+
+    A ConfigError of a constructor (method, network, ...) comes out alone, not wrapped by Hydra.
+    """
+    with config_errors_alone():
+        sched = cfg.get("scheduler")
+        scheduler = instantiate(sched) if sched and sched.get("_target_") else None
+        return instantiate(
+            _strip(cfg.method),
+            problem=problem,
+            network=instantiate(cfg.network),
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=scheduler,
+            _recursive_=True,
+        )
 
 
 def build_loggers(cfg: DictConfig) -> list:

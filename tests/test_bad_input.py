@@ -402,3 +402,85 @@ def test_bad_image_file_is_named(tmp_path, make, said):
         load_rgb(str(path))
     msg = str(err.value)
     assert said in msg and path.name in msg and "pip install" not in msg and "\n" not in msg
+
+
+# -- 5. output, logging, constructors, compatibility --------
+def test_unwritable_output_folder_is_one_sentence(tmp_path):
+    from ot_experiments.checks import check_output_dir
+
+    check_output_dir(tmp_path / "new" / "run")  # creatable: fine, and nothing is made
+    assert list(tmp_path.iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_output_dir(blocker / "run")
+    with pytest.raises(ConfigError, match="/proc is not writable"):
+        check_output_dir("/proc/forbidden")
+    callback = "+hydra.callbacks.output_dir._target_=ot_experiments.checks.OutputDirCheck"
+    overrides = ["hydra.run.dir=/proc/forbidden", "logger=csv", "threads=1", callback]
+    proc = train(tmp_path, *overrides, check=False)
+    assert_one_sentence(proc, "hydra.run.dir=/proc/forbidden cannot be created")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_online_wandb_without_a_key_is_refused(tmp_path):
+    from ot_experiments.checks import check_wandb_login
+
+    cfg = composed("logger=wandb", "logger.wandb.offline=false")
+    home = {"HOME": str(tmp_path)}
+    with pytest.raises(ConfigError) as err:
+        check_wandb_login(cfg, environ=home)
+    msg = str(err.value)
+    assert "wandb login" in msg and "WANDB_API_KEY" in msg and "logger.wandb.offline=true" in msg
+    check_wandb_login(cfg, environ={**home, "WANDB_API_KEY": "x" * 40})
+    check_wandb_login(cfg, environ={**home, "WANDB_MODE": "offline"})
+    check_wandb_login(composed("logger=wandb"), environ=home)  # offline by default
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    check_wandb_login(cfg, environ=home)
+
+
+def test_online_wandb_without_a_key_stops_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    overrides = fast("logger=wandb", "logger.wandb.offline=false", "threads=1")
+    proc = train(tmp_path, *overrides, check=False)
+    assert_one_sentence(proc, "logger.wandb.offline=false needs a wandb API key")
+    assert "Enter your choice" not in proc.stdout + proc.stderr
+
+
+def test_constructor_errors_are_shown_alone(tmp_path):
+    from ot_experiments.runner import build_method, build_problem
+
+    with pytest.raises(ConfigError, match="two-dimensional"):
+        build_problem(composed("problem=toy2d", "d=3"))
+    cfg = composed("method=gradnet", "method.loss=l3")
+    with pytest.raises(ConfigError, match="method.loss='l3' is not valid"):
+        build_method(cfg, build_problem(cfg))
+    proc = train(tmp_path, *fast("problem=toy2d", "d=3", "threads=1"), check=False)
+    assert_one_sentence(proc, "two-dimensional")
+
+
+def test_gradnet_problems_agree_in_readme_check_and_message():
+    from ot_experiments.checks import problems_offering
+    from ot_experiments.methods.gradnet import GradNetOT
+
+    fits = problems_offering(GradNetOT.needs)
+    assert {"gaussian", "mnist_morphing", "toy2d_classes", "dre_mixtures", "crowd_motion"} <= set(
+        fits
+    )
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sentence = re.search(r"any problem with both log-densities \(([^)]*)\)", readme)
+    assert sentence, "the GradNetOT paragraph names the problems with both log-densities"
+    assert re.findall(r"`(\w+)`", sentence.group(1)) == fits
+    # problem configs in the global package (color_transfer, latent) are found too
+    assert {"color_transfer", "latent"} <= set(problems_offering(frozenset({"samples"})))
+
+
+def test_runner_still_exports_the_checks():
+    from ot_experiments import checks, runner
+
+    assert runner.check_compatible is checks.check_compatible
+    assert runner.validate_config is checks.validate_config
+    assert runner.problems_offering is checks.problems_offering
