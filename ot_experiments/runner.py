@@ -7,18 +7,24 @@ finished, so one failed job never spoils a sweep.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import resource
+import socket
 import sys
 import time
 import traceback
+from datetime import datetime
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from ot_experiments.callbacks import GracefulStop, ResumeState, RunInterrupted, StepTimer
 from ot_experiments.checks import (  # the checks live there; importable from here too
     check_compatible,
     config_errors_alone,
@@ -87,31 +93,6 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-class StepTimer(pl.Callback):
-    """Wall-clock time of every training step (device-synchronised)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._t = 0.0
-
-    def _sync(self, pl_module) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._sync(pl_module)
-        self._t = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync(pl_module)
-        self.times.append(time.perf_counter() - self._t)
-
-    def median_ms(self) -> float | None:
-        """Median step time in ms, leaving out the first (warm-up) step when there are more."""
-        times = sorted(self.times[1:] or self.times)
-        return 1000 * times[len(times) // 2] if times else None
-
-
 class _Steps(torch.utils.data.Dataset):
     """One item per training step: methods draw their own samples from the problem."""
 
@@ -132,22 +113,82 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def resolve_checkpoint(ckpt_path: str | None, out: Path) -> Path | None:
+    """The checkpoint to resume from: ``None``, ``"auto"`` (the newest of ``out``'s
+    ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt``, or none: a fresh start)
+    or a file; a missing file is a one-sentence ConfigError."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "auto":
+        found = [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")]
+        found = [p for p in found if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    path = Path(ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a checkpoint file: give a run folder's "
+            "checkpoints/last.ckpt, or ckpt_path=auto to resume the run in hydra.run.dir"
+        )
+    return path
+
+
+def refuse_existing_run(out: Path, resume: Path | None) -> None:
+    """Never overwrite a finished or interrupted run folder unless resuming it."""
+    old = out / "results.json"
+    if old.exists() and resume is None:
+        try:
+            status = json.loads(old.read_text()).get("status", "?")
+        except (json.JSONDecodeError, OSError):
+            status = "unreadable"
+        raise ConfigError(
+            f"the run folder {out} already holds a run (status {status}); pass ckpt_path=auto "
+            "to resume it, or choose another hydra.run.dir"
+        )
+
+
+def _mark_resumed(ckpt: Path, out: Path) -> None:
+    """Point the run folder that ``ckpt`` came from at the folder that finished it."""
+    old_folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    path = old_folder / "results.json"
+    if old_folder.resolve() == out.resolve() or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return
+    if old.get("status") != "ok":
+        old["status"], old["resumed_in"] = "resumed", str(out)
+        write_json_atomic(path, old)
+
+
 # -- the task ---------------------------------------------------------------------------
 def run(cfg: DictConfig) -> dict:
     """Train and evaluate one configuration; return the results dict (also in results.json).
 
-    Raises ConfigError / TrainingDiverged (one-sentence messages) or the original error after
-    results.json has recorded ``status: failed``.
+    ``results.json`` exists from the start (``status: running``, start time, host, pid) and ends
+    ``ok``, ``failed`` or ``interrupted`` (SIGTERM / SIGINT: checkpoint saved, step recorded;
+    resume with ``ckpt_path=``). Only rank 0 writes it. Raises ConfigError / TrainingDiverged /
+    RunInterrupted (one-sentence messages) or the original error after results.json has recorded
+    the outcome.
     """
     from ot_experiments.plotting import save_figures
     from ot_experiments.references import reference_for
 
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    writer = rank_zero_only.rank == 0
+    resume = resolve_checkpoint(cfg.get("ckpt_path"), out)
+    if writer:
+        refuse_existing_run(out, resume)
     method_name = cfg.method.get("name", "?")
     problem_name = cfg.problem.get("name", "?")
     results: dict = {
         "status": "running",
+        "started_at": datetime.now().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "experiment": cfg.get("experiment_name"),
         "table_metrics": list(cfg.get("table_metrics") or []),
         "method": method_name,
@@ -163,8 +204,14 @@ def run(cfg: DictConfig) -> dict:
         "device": device_description(cfg.trainer.get("accelerator")),
         "versions": library_versions(),
     }
+    if resume is not None:
+        results["resumed_from"] = str(resume)
+    if writer:
+        write_json_atomic(out / "results.json", results)
     t_start = time.perf_counter()
     timer = StepTimer()
+    stopper = GracefulStop(out / "checkpoints" / "last.ckpt")
+    stopper.install()
     try:
         validate_config(cfg)
         results["reference"] = reference_for(
@@ -186,11 +233,14 @@ def run(cfg: DictConfig) -> dict:
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         steps = trainer_cfg["max_steps"]
         trainer_cfg["val_check_interval"] = min(trainer_cfg.get("val_check_interval", steps), steps)
+        if trainer_cfg.get("strategy") == "ddp" and getattr(method_cls, "trains_parts", False):
+            trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
+        every = cfg.get("checkpoint_every") or max(1, -(-steps // 20))  # lose at most ~5 %
         ckpt = pl.callbacks.ModelCheckpoint(
             dirpath=out / "checkpoints",
             save_last=True,
             save_top_k=0,
-            every_n_train_steps=trainer_cfg["val_check_interval"],
+            every_n_train_steps=int(every),
         )
         # a redraw per step on a terminal, ~20 lines per run in a log file
         bar = pl.callbacks.TQDMProgressBar(
@@ -200,13 +250,23 @@ def run(cfg: DictConfig) -> dict:
         trainer = instantiate(
             trainer_cfg,
             logger=build_loggers(cfg) or False,
-            callbacks=[timer, ckpt, bar, *averaging],
+            callbacks=[timer, ckpt, bar, ResumeState(cfg.seed), stopper, *averaging],
         )
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)
-        trainer.fit(method, train_dataloaders=loader, val_dataloaders=val_loader)
-        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+        try:
+            trainer.fit(
+                method, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=resume
+            )
+        except BaseException:  # Lightning ends a SIGTERM with SIGTERMException (a SystemExit)
+            if stopper.signum is None:
+                raise
+        if stopper.signum is not None:
+            raise RunInterrupted(stopper.signum, stopper.saved_step, stopper.path)
+        trainer.save_checkpoint(stopper.path)
+        stopper.saved_step = int(trainer.global_step)  # a signal from here on points at it
         train_s = time.perf_counter() - t_start
+        results["step"] = int(trainer.global_step)
 
         if trainer.is_global_zero:
             method.eval()
@@ -218,7 +278,16 @@ def run(cfg: DictConfig) -> dict:
             problem.figures(method, out)
             results["timing"].update(_timing(timer, train_s, method.device))
         results["status"] = "ok"
+        if resume is not None and writer:
+            _mark_resumed(resume, out)
         return results
+    except RunInterrupted as err:
+        results["status"] = "interrupted"
+        results["error"] = str(err)
+        results["step"] = err.step
+        results["checkpoint"] = str(err.checkpoint) if err.checkpoint else None
+        log.error("run interrupted: %s", err)
+        raise
     except Exception as err:
         results["status"] = "failed"
         results["error"] = str(err)
@@ -229,12 +298,17 @@ def run(cfg: DictConfig) -> dict:
         log.error("run failed: %s", err)
         raise
     finally:
+        stopper.uninstall()
+        if results["status"] == "running":  # SystemExit, KeyboardInterrupt, ...
+            results["status"] = "interrupted"
+            results.setdefault("error", "interrupted before the run could record why")
         results["timing"]["wall_s"] = time.perf_counter() - t_start
         if timer.times and "step_ms" not in results["timing"]:
             results["timing"]["step_ms"] = timer.median_ms()
-        write_json_atomic(out / "results.json", results)
+        if writer:
+            write_json_atomic(out / "results.json", results)
         _finish_wandb(results["status"] == "ok")
-        if results["status"] == "ok":
+        if results["status"] == "ok" and writer:
             _print_summary(results, out)
 
 

@@ -274,6 +274,18 @@ class QFlow(OTMethod):
     has_inverse = True
     is_dynamic = True
     needs = frozenset({"samples"})
+    trains_parts = True  # each step trains one sub-network: DDP must look for unused parameters
+    # training state beyond the weights that a checkpoint carries (see callbacks.ResumeState)
+    resume_attributes = (
+        "_fm_snapshot",
+        "_pools",
+        "_ratio_pool",
+        "_ratio_trained",
+        "_ratio_step_count",
+        "_fm_lr0",
+        "_n_fm",
+        "refine_log",
+    )
 
     def __init__(
         self,
@@ -561,7 +573,7 @@ class QFlow(OTMethod):
     def training_step(self, batch, batch_idx):  # noqa: D102
         if self.schedule is None:
             self.schedule = self.make_schedule(int(self.trainer.max_steps))
-        step = int(batch_idx)
+        step = int(self.global_step)  # one optimizer step per training step; kept on resume
         action = self.schedule[min(step, len(self.schedule) - 1)]
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
