@@ -1,11 +1,12 @@
 # make demo  : create .venv if missing, install, run the default job (NCF on a 2-D Gaussian pair)
 # make test  : create .venv if missing, install, run the default test suite (ruff + pytest)
+# make data  : download MNIST and Fashion-MNIST into data/ (MD5-checked), or say where the offline copies are
 PY      ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint format clean
+.PHONY: setup demo test test-slow data lint format clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +27,9 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+data: setup
+	$(BIN)/python -m ot_experiments.data fetch
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

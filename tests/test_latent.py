@@ -186,7 +186,20 @@ def test_references_only_for_conditional_runs():
     assert reference_for("ncf", "latent", "mnist_task1", 16, conditional=False) == {}
 
 
+def write_tiny_datasets(root, n_train: int = 200, n_test: int = 100) -> None:
+    """Random 28×28 digits, 10 balanced classes, as standard IDX files of both datasets."""
+    rng = np.random.default_rng(0)
+    for dataset in ("mnist", "fashion_mnist"):
+        folder = root / dataset
+        folder.mkdir(parents=True)
+        for prefix, n in (("train", n_train), ("t10k", n_test)):
+            _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+            _write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+
+
 def test_tiny_latent_run_end_to_end(tmp_path):
+    # its own tiny data: the default suite needs nothing beyond what pip installs
+    write_tiny_datasets(tmp_path / "data")
     train(
         tmp_path,
         *FAST,
@@ -194,6 +207,8 @@ def test_tiny_latent_run_end_to_end(tmp_path):
         "d=4",
         "network=resnet_tanh",
         "problem.baseline_points=200",
+        f"problem.data_dir={tmp_path / 'data'}",
+        "problem.download=false",
         *TINY_OVERRIDES,
     )
     (folder,) = run_folders(tmp_path)

@@ -199,3 +199,25 @@ def test_morphing_end_to_end(idx_dir, tmp_path):
     assert (folder / "morphing.png").stat().st_size > 10_000
     lines = (folder / "metrics.csv").read_text().splitlines()
     assert "train/bandwidth" in lines[0]
+
+
+def test_fetch_says_where_each_split_came_from(tmp_path, capsys):
+    from ot_experiments.data.__main__ import fetch
+
+    (tmp_path / "mnist").mkdir()
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        write_idx(tmp_path / "mnist" / f"{prefix}-images-idx3-ubyte", np.zeros((n, 28, 28)))
+        write_idx(tmp_path / "mnist" / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    assert fetch(["mnist"], tmp_path) == []
+    out = capsys.readouterr().out
+    assert f"mnist train: 30 images from idx:{tmp_path / 'mnist'}" in out
+    assert "mnist test: 10 images" in out
+
+
+def test_a_download_that_differs_from_the_published_file_is_discarded(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not mnist"))
+    assert mnist_mod._download("mnist", tmp_path / "mnist", "train") is False
+    assert not list((tmp_path / "mnist").glob("*.gz"))

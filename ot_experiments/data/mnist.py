@@ -16,6 +16,7 @@ arrays (n, 28, 28), labels as int64 (n,), plus a string naming the source used.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import logging
 import struct
@@ -39,6 +40,21 @@ MIRRORS = {
     "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+# MD5 of the published .gz files; a download that differs is discarded
+MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
 REPLACE = (
     "delete it and run again to download it, or copy the standard IDX files "
     "(train-images-idx3-ubyte.gz, ...) there"
@@ -125,6 +141,12 @@ def _download(dataset: str, folder: Path, split: str, timeout: float = 10.0) -> 
             for name in names:
                 with urllib.request.urlopen(base + name, timeout=timeout) as resp:
                     data = resp.read()
+                digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                if digest != MD5[dataset][name]:
+                    raise ValueError(
+                        f"{base + name} has MD5 {digest}, not the published "
+                        f"{MD5[dataset][name]}: discarded"
+                    )
                 tmp = folder / (name + ".part")
                 tmp.write_bytes(data)
                 tmp.replace(folder / name)
