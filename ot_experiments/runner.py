@@ -33,6 +33,8 @@ from ot_experiments.checks import (  # the checks live there; importable from he
 )
 from ot_experiments.errors import ConfigError, TrainingDiverged
 from ot_experiments.results import device_description, library_versions, write_json_atomic
+from ot_experiments.tracking import finish as finish_wandb
+from ot_experiments.tracking import flat_config, log_outcome
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,10 @@ def build_loggers(cfg: DictConfig) -> list:
             continue
         if str(c.get("_target_", "")).endswith("WandbLogger"):
             tags = [*(c.get("tags") or []), *_job_overrides()]
-            loggers.append(instantiate(c, tags=[t[:64] for t in tags]))
+            wandb_logger = instantiate(c, tags=[t[:64] for t in tags])
+            if rank_zero_only.rank == 0:  # the whole config, filterable key by key
+                wandb_logger.experiment.config.update(flat_config(cfg), allow_val_change=True)
+            loggers.append(wandb_logger)
         else:
             loggers.append(instantiate(c))
     return loggers
@@ -307,7 +312,9 @@ def run(cfg: DictConfig) -> dict:
             results["timing"]["step_ms"] = timer.median_ms()
         if writer:
             write_json_atomic(out / "results.json", results)
-        _finish_wandb(results["status"] == "ok")
+        if writer:
+            log_outcome(results, out)
+        finish_wandb(results["status"] == "ok")
         if results["status"] == "ok" and writer:
             _print_summary(results, out)
 
@@ -357,15 +364,6 @@ def _timing(timer: StepTimer, train_s: float, device) -> dict:
         "step_ms": timer.median_ms(),
         "peak_mem_mb": peak_memory_mb(torch.device(device)),
     }
-
-
-def _finish_wandb(ok: bool) -> None:
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        try:
-            wandb.finish(exit_code=0 if ok else 1)
-        except Exception as err:  # never let the logger hide the run's own outcome
-            log.warning("could not finish the wandb run: %s", err)
 
 
 def _print_summary(results: dict, out: Path) -> None:

@@ -245,9 +245,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a sweep folder (outputs/multirun/...) or any run folder")
     parser.add_argument("--metrics", help="comma-separated metric names (default: automatic)")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the table as a wandb.Table (offline run)"
+    )
     args = parser.parse_args(argv)
     metrics = args.metrics.split(",") if args.metrics else None
     print(make_table(args.folder, metrics))
+    if args.wandb:
+        from ot_experiments.tracking import log_table
+
+        with open(Path(args.folder) / "table.csv") as f:
+            header, *rows = list(csv.reader(f))
+        print(f"wandb table logged in {log_table(Path(args.folder), header, rows)}")
 
 
 if __name__ == "__main__":
