@@ -42,7 +42,9 @@ def fast(*overrides: str) -> list[str]:
 
 def composed(*overrides: str):
     """The composed config of ``train.py <FAST> <overrides>`` (no Hydra run, nothing trained)."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    from ot_experiments.checks import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=fast(*overrides))
 
 
@@ -462,18 +464,24 @@ def test_constructor_errors_are_shown_alone(tmp_path):
     assert_one_sentence(proc, "two-dimensional")
 
 
-def test_gradnet_problems_agree_in_readme_check_and_message():
-    from ot_experiments.checks import problems_offering
+def test_gradnet_problems_agree_in_docs_check_and_message():
+    from ot_experiments.checks import check_compatible, problems_offering
     from ot_experiments.methods.gradnet import GradNetOT
+    from ot_experiments.problems import Toy2DProblem
 
     fits = problems_offering(GradNetOT.needs)
     assert {"gaussian", "mnist_morphing", "toy2d_classes", "dre_mixtures", "crowd_motion"} <= set(
         fits
     )
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    sentence = re.search(r"any problem with both log-densities \(([^)]*)\)", readme)
-    assert sentence, "the GradNetOT paragraph names the problems with both log-densities"
+    # the method's page names exactly these (generated from the problems' `offers`)
+    page = " ".join((ROOT / "docs" / "methods" / "gradnet.md").read_text().split())
+    sentence = re.search(r"both log-densities, so it runs on ([^;]*);", page)
+    assert sentence, "docs/methods/gradnet.md names the problems with both log-densities"
     assert re.findall(r"`(\w+)`", sentence.group(1)) == fits
+    # ... and so does the refusal
+    with pytest.raises(ConfigError) as err:
+        check_compatible("gradnet", GradNetOT, "toy2d", Toy2DProblem(2))
+    assert str(err.value).endswith("problems that fit: " + ", ".join(fits))
     # problem configs in the global package (color_transfer, latent) are found too
     assert {"color_transfer", "latent"} <= set(problems_offering(frozenset({"samples"})))
 
