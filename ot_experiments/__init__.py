@@ -5,7 +5,8 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver("max", lambda *a: max(a), replace=True)
 OmegaConf.register_new_resolver("mul", lambda *a: __import__("math").prod(a), replace=True)
 
+from ot_experiments.api import ArrayProblem, FittedMap, fit  # noqa: E402
 from ot_experiments.results import Run, load_run  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Run", "__version__", "load_run"]
+__all__ = ["ArrayProblem", "FittedMap", "Run", "__version__", "fit", "load_run"]

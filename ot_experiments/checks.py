@@ -37,7 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ot_experiments.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 
 MIN_EVAL_POINTS = 100  # UVP and the energy distance on fewer samples are noise
 COUNT = re.compile(

@@ -38,7 +38,7 @@ from ot_experiments.tracking import flat_config, log_outcome
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 META_KEYS = ("name", "lr")  # method/problem keys that are not constructor arguments
 
 
