@@ -143,6 +143,7 @@ class ResumeState(pl.Callback):
         names = getattr(pl_module, "resume_attributes", ())
         checkpoint["method_state"] = {
             "history": list(getattr(pl_module, "history", [])),
+            "_early_losses": list(getattr(pl_module, "_early_losses", [])),  # divergence guard
             **{name: getattr(pl_module, name) for name in names if hasattr(pl_module, name)},
         }
 

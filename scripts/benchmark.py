@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report)
     print(report)
+    from ot_experiments.tables import plot_metric
+
+    for metric in ("uvp_fwd", "w2_sq_rel_err", "timing.step_ms", "timing.peak_mem_mb"):
+        try:
+            print(f"figure: {plot_metric(out, metric)}")
+        except SystemExit as err:  # no finished run has this metric
+            print(err)
     print(f"report written to {out / 'report.md'}")
 
 

@@ -61,6 +61,7 @@ REVIEWED = {
     "problems/latent.py::balanced_subset": 1,
     "problems/latent.py::load_split": 1,
     "problems/latent.py::baselines": 2,  # POT baselines run on CPU copies
+    "api.py::_draw": 2,  # ArrayProblem: CPU index draw with a CPU generator, then .to(device)
 }
 
 

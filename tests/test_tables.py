@@ -121,3 +121,27 @@ def test_dotted_metrics_and_table_metrics_from_results(tmp_path):
     )
     md = make_table(tmp_path)
     assert "timing.step_ms" in md and "| 12 |" in md and "| 0.25 |" in md
+
+
+def test_plot_draws_a_metric_against_d_per_method(tmp_path):
+    from ot_experiments.tables import plot_metric
+
+    for i, (method, d, seed, uvp) in enumerate(
+        [("ncf", 2, 0, 0.1), ("ncf", 2, 1, 0.2), ("ncf", 8, 0, 0.5), ("gradnet", 2, 0, 3.0)]
+    ):
+        write(
+            tmp_path,
+            f"{i}_{method}_d{d}",
+            status="ok",
+            method=method,
+            d=d,
+            seed=seed,
+            metrics={"uvp_fwd": uvp},
+            timing={"step_ms": 10.0 * d},
+        )
+    path = plot_metric(tmp_path, "uvp_fwd")
+    assert path.name == "uvp_fwd_vs_d.png" and path.stat().st_size > 10_000
+    main([str(tmp_path), "--plot", "timing.step_ms"])
+    assert (tmp_path / "timing_step_ms_vs_d.png").exists()
+    with pytest.raises(SystemExit, match="has both nothing and d"):
+        plot_metric(tmp_path, "nothing")
