@@ -13,17 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # A tiny budget that still exercises training, validation, evaluation, figures and logging.
-FAST = [
-    "trainer.max_steps=6",
-    "trainer.val_check_interval=3",
-    "eval_points=200",
-    "inference_points=1000",
-    "method.n_mmd=200",
-    "method.n_collocation=100",
-    "method.eval_points=200",
-    "trainer.log_every_n_steps=1",
-    "logger=csv",
-]
+# (debug=fast: 6 steps, validation every 3, 200 evaluation points; the rest is NCF's sizes)
+FAST = ["debug=fast", "method.n_mmd=200", "method.n_collocation=100", "logger=csv"]
 
 
 def train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True):

@@ -9,7 +9,6 @@ A file lock lets parallel sweep jobs wait for one training instead of repeating 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -82,13 +82,10 @@ def fit(module: pl.LightningModule, images: Tensor, labels: Tensor, epochs: int,
 
 @contextmanager
 def _locked(path: Path):
+    """An exclusive lock on ``path.lock`` (filelock: Linux, macOS and Windows alike)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(str(path.with_suffix(".lock"))):
+        yield
 
 
 def load_or_train(
