@@ -98,6 +98,23 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
+def build_callbacks(cfg: DictConfig, steps: int) -> list[pl.Callback]:
+    """The ``callbacks`` group's callbacks; a null ``every_n_train_steps`` of a checkpoint
+    becomes 1/20 of the budget, a null progress-bar ``refresh_rate`` every step on a terminal
+    and ~20 lines per run in a log file."""
+    out = []
+    for c in (cfg.get("callbacks") or {}).values():
+        if not c:
+            continue
+        c = OmegaConf.to_container(c, resolve=True)
+        if "every_n_train_steps" in c and c["every_n_train_steps"] is None:
+            c["every_n_train_steps"] = max(1, -(-steps // 20))  # lose at most ~5 %
+        if "refresh_rate" in c and c["refresh_rate"] is None:
+            c["refresh_rate"] = 1 if sys.stdout.isatty() else max(1, steps // 20)
+        out.append(instantiate(c))
+    return out
+
+
 class _Steps(torch.utils.data.Dataset):
     """One item per training step: methods draw their own samples from the problem."""
 
@@ -240,22 +257,12 @@ def run(cfg: DictConfig) -> dict:
         trainer_cfg["val_check_interval"] = min(trainer_cfg.get("val_check_interval", steps), steps)
         if trainer_cfg.get("strategy") == "ddp" and getattr(method_cls, "trains_parts", False):
             trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
-        every = cfg.get("checkpoint_every") or max(1, -(-steps // 20))  # lose at most ~5 %
-        ckpt = pl.callbacks.ModelCheckpoint(
-            dirpath=out / "checkpoints",
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=int(every),
-        )
-        # a redraw per step on a terminal, ~20 lines per run in a log file
-        bar = pl.callbacks.TQDMProgressBar(
-            refresh_rate=1 if sys.stdout.isatty() else max(1, steps // 20)
-        )
+        optional = build_callbacks(cfg, steps)
         averaging = [instantiate(cfg.averaging)] if cfg.get("averaging") else []
         trainer = instantiate(
             trainer_cfg,
             logger=build_loggers(cfg) or False,
-            callbacks=[timer, ckpt, bar, ResumeState(cfg.seed), stopper, *averaging],
+            callbacks=[timer, *optional, ResumeState(cfg.seed), stopper, *averaging],
         )
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)
