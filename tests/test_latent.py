@@ -1,5 +1,6 @@
 """Latent class-conditional OT: VAE/classifier pieces, FID, caching, the problem, a tiny run."""
 
+import importlib.util
 import struct
 
 import numpy as np
@@ -229,3 +230,12 @@ def test_fmnist_to_mnist_accuracy_on_the_cpu_budget(tmp_path):
     train(tmp_path, "experiment=t5", "problem.task=fmnist_to_mnist", "logger=csv", "threads=2")
     (folder,) = run_folders(tmp_path)
     assert read_results(folder)["metrics"]["accuracy_fwd"] >= 80
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed"
+)
+def test_inception_fid_without_torch_fidelity_is_one_sentence_before_any_training(tmp_path):
+    with pytest.raises(ConfigError, match="pip install torch-fidelity"):
+        LatentProblem(fid_weights="inception", cache_dir=str(tmp_path / "never_used"))
+    assert not (tmp_path / "never_used").exists()

@@ -121,6 +121,35 @@ def load_domain(dataset: str, cfg: dict) -> Domain:
     )
 
 
+def load_fid_model(fid_weights: str | None):
+    """The FID feature model of ``problem.fid_weights`` (see ``LatentProblem``), or None."""
+    if fid_weights is None:
+        return None
+    if fid_weights != "inception":
+        return torch.jit.load(fid_weights).eval()
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).eval()
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"problem.fid_weights=inception needs the FID Inception network ({err}): "
+            "pip install torch-fidelity, or use problem.fid_weights=null for classifier features"
+        ) from None
+    except Exception as err:  # the weights could not be fetched (offline)
+        raise ConfigError(
+            f"problem.fid_weights=inception could not load the Inception weights ({err}): they "
+            "are downloaded once into the torch hub cache where a network exists; copy "
+            "weights-inception-2015-12-05-6726825d.pth into ~/.cache/torch/hub/checkpoints/ "
+            "on an offline machine"
+        ) from None
+
+    def features(images: Tensor) -> Tensor:  # (n, 3, 299, 299) in [0, 255] → (n, 2048)
+        return net(images.round().clamp(0, 255).to(torch.uint8)).float()
+
+    return features
+
+
 class LatentProblem(Problem):
     """Labelled normalised latents of two image domains; class k → class π(k).
 
@@ -138,8 +167,10 @@ class LatentProblem(Problem):
     cache_dir : str
         Where trained VAEs and classifiers are kept; ``retrain=True`` trains them again.
     fid_weights : str or None
-        TorchScript feature model for FID instead of the classifier's features; called on
-        (n, 3, 299, 299) images with values in [0, 255], it must return (n, k) features.
+        ``"inception"``: the standard FID Inception-v3 (2048 pool features, through
+        torchmetrics; needs ``pip install torch-fidelity`` and its weights, fetched once where a
+        network exists); or a TorchScript feature model called on (n, 3, 299, 299) images with
+        values in [0, 255] returning (n, k) features; None: the target classifier's features.
     baseline_points : int
         Training latents per side on which POT's discrete-OT baselines are fitted.
     """
@@ -168,11 +199,13 @@ class LatentProblem(Problem):
                 f"problem.task={task!r} is not known; choose one of {', '.join(TASKS)}"
             )
         dim = require_dim("latent", dim, minimum=2)
-        if fid_weights is not None and not Path(fid_weights).is_file():
+        if fid_weights not in (None, "inception") and not Path(fid_weights).is_file():
             raise ConfigError(
                 f"problem.fid_weights='{fid_weights}' does not exist: "
-                "give the path of a TorchScript feature model, or null for classifier features"
+                "give the path of a TorchScript feature model, inception for the standard FID "
+                "Inception network, or null for classifier features"
             )
+        self.fid_model = load_fid_model(fid_weights)  # before the slow part: fail early
         self.dim, self.task, self.baseline_points = dim, task, baseline_points
         src_name, tgt_name, perm = TASKS[task]
         self.perm = torch.tensor(perm)
@@ -184,7 +217,6 @@ class LatentProblem(Problem):
         )  # fmt: skip
         self.source = load_domain(src_name, cfg)
         self.target = self.source if tgt_name == src_name else load_domain(tgt_name, cfg)
-        self.fid_model = None if fid_weights is None else torch.jit.load(fid_weights).eval()
         self._src_idx = [torch.nonzero(self.source.train_y == k)[:, 0] for k in self.classes]
         self._tgt_idx = [
             torch.nonzero(self.target.train_y == int(self.perm[k]))[:, 0] for k in self.classes
