@@ -418,8 +418,8 @@ def test_unwritable_output_folder_is_one_sentence(tmp_path):
         check_output_dir(blocker / "run")
     with pytest.raises(ConfigError, match="/proc is not writable"):
         check_output_dir("/proc/forbidden")
-    callback = "+hydra.callbacks.output_dir._target_=ot_experiments.checks.OutputDirCheck"
-    overrides = ["hydra.run.dir=/proc/forbidden", "logger=csv", "threads=1", callback]
+    # the check is a Hydra callback registered in conf/hydra/default.yaml
+    overrides = ["hydra.run.dir=/proc/forbidden", "logger=csv", "threads=1"]
     proc = train(tmp_path, *overrides, check=False)
     assert_one_sentence(proc, "hydra.run.dir=/proc/forbidden cannot be created")
     assert len(proc.stderr.strip().splitlines()) == 1
