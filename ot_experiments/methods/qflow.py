@@ -27,8 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import ot
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
@@ -43,6 +41,7 @@ from ot_experiments.methods.density_ratio import (
     mean_absolute_error,
     median_bandwidth,
 )
+from ot_experiments.metrics.distances import exact_plan
 
 # f(t, x): t scalar, x (n, d) → (n, d)   (torchdiffeq's argument order)
 Velocity = Callable[[Tensor, Tensor], Tensor]
@@ -108,10 +107,7 @@ def ot_pairing(x0: Tensor, x1: Tensor) -> Tensor:
 
     With equal uniform weights the plan is a permutation: returns x1[σ] with σ optimal.
     """
-    a = x0.detach().double().cpu().numpy()
-    b = x1.detach().double().cpu().numpy()
-    w = np.full(len(a), 1.0 / len(a))
-    plan = ot.emd(w, w, ot.dist(a, b), numItermax=1_000_000)
+    plan = exact_plan(x0, x1, max_iter=1_000_000)
     return x1[torch.as_tensor(plan.argmax(1), device=x1.device)]
 
 

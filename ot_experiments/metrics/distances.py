@@ -35,16 +35,26 @@ def l2_uvp(mapped: Tensor, true_mapped: Tensor, variance: float) -> float:
     return float(100 * (mapped - true_mapped).square().sum(1).mean() / variance)
 
 
-def emd_w2_sq(x: Tensor, y: Tensor) -> float:
+def _uniform_problem(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uniform weights of x (n, d) and y (m, d) and their squared-distance cost (n, m)."""
+    a = np.asarray(x.detach().double().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+    b = np.asarray(y.detach().double().cpu() if isinstance(y, Tensor) else y, dtype=np.float64)
+    return np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), ot.dist(a, b)
+
+
+def emd_w2_sq(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     """Exact W2² between two uniform sample sets with POT: min_π Σ πᵢⱼ ‖xᵢ − yⱼ‖²."""
-    a = x.detach().double().cpu().numpy()
-    b = y.detach().double().cpu().numpy()
-    cost = ot.dist(a, b)
-    return float(
-        ot.emd2(
-            np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost, numItermax=10_000_000
-        )
-    )
+    wa, wb, cost = _uniform_problem(x, y)
+    return float(ot.emd2(wa, wb, cost, numItermax=10_000_000))
+
+
+def exact_plan(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, max_iter: int = 10_000_000
+) -> np.ndarray:
+    """The exact OT plan π (n, m) between uniform sample sets x (n, d), y (m, d) for the
+    squared Euclidean cost (POT ``ot.emd``); for n = m a permutation scaled by 1/n."""
+    wa, wb, cost = _uniform_problem(x, y)
+    return ot.emd(wa, wb, cost, numItermax=max_iter)
 
 
 def sinkhorn_divergence(
@@ -95,6 +105,7 @@ def frechet_distance(fa: Tensor, fb: Tensor) -> float:
 
 __all__ = [
     "emd_w2_sq",
+    "exact_plan",
     "energy_distance",
     "frechet_distance",
     "l2_uvp",

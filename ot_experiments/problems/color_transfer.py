@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ot_experiments.errors import ConfigError, DataFileError
+from ot_experiments.metrics.distances import emd_w2_sq
 from ot_experiments.problems.base import Problem
 
 HIST_BINS = 64  # per-channel histograms on [0, 1]
@@ -134,8 +135,7 @@ def colour_w2_sq(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     pa = a.reshape(-1, 3)[rng.integers(0, a[..., 0].size, n)].astype(np.float64)
     pb = b.reshape(-1, 3)[rng.integers(0, b[..., 0].size, n)].astype(np.float64)
-    w = np.full(n, 1 / n)
-    return float(ot.emd2(w, w, ot.dist(pa, pb), numItermax=10_000_000))
+    return emd_w2_sq(pa, pb)
 
 
 def colour_metrics(result: np.ndarray, reference: np.ndarray) -> dict[str, float]:
