@@ -20,6 +20,7 @@ SHORT = [
     "trainer.val_check_interval=2",
     "eval_points=200",
     "inference_points=1000",
+    "cost_points=200",
     "method.eval_points=200",
     "logger=csv",
     "threads=1",
