@@ -1,7 +1,7 @@
 """Collect a sweep's ``results.json`` files into a table beside the papers' numbers.
 
 ``python -m ot_experiments.tables <sweep folder> [--metrics uvp_fwd,w2_sq]`` (or
-``python scripts/make_tables.py ...``) writes ``table.md`` and ``table.csv`` into the folder and
+``ot-tables ...``) writes ``table.md`` and ``table.csv`` into the folder and
 prints the Markdown. Only ``results.json`` files are read: no wandb account is needed.
 
 A *cell* is a job's overrides without ``seed=``; its value is mean ± std over seeds. A cell is

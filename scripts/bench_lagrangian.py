@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from functools import partial
 
 import torch
+from benchmark import loglog_slope  # scripts/benchmark.py (this folder is on sys.path)
 
 from ot_experiments.methods.lagrangian import Lagrangian
 from ot_experiments.networks.nodal import NodalVelocity
@@ -88,14 +88,6 @@ def divergence_ratio(d: int, batch: int, repeats: int = 5) -> tuple[float, float
     )
     assert err < 1e-4, f"closed-form divergence differs from autograd by {err}"
     return closed, auto, auto / closed
-
-
-def loglog_slope(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope of log y against log x."""
-    logx = torch.tensor([math.log(x) for x in xs], dtype=torch.float64)
-    logy = torch.tensor([math.log(y) for y in ys], dtype=torch.float64)
-    dx = logx - logx.mean()
-    return float((dx * (logy - logy.mean())).sum() / dx.square().sum())
 
 
 def main() -> None:
