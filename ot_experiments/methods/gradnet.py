@@ -192,8 +192,11 @@ class GradNetOT(OTMethod):
     def training_loss(self, step: int):
         self._update_bandwidth(step)
         x = self.problem.sample_source(self.batch_size, device=self.device)
-        tx, jac = self.map_and_jacobian(x, upper_only=self.psd)
-        logdet = log_abs_det(jac, psd=self.psd)
+        # the closed-form Jacobian and its Cholesky log det stay in float32 under a
+        # mixed-precision autocast (trainer.precision=bf16-mixed / 16-mixed)
+        with torch.autocast(self.device.type, enabled=False):
+            tx, jac = self.map_and_jacobian(x.float(), upper_only=self.psd)
+            logdet = log_abs_det(jac, psd=self.psd)
         log_p = self.problem.log_density_source(x)
         log_q = self.problem.log_density_target(tx)
         loss = monge_ampere_loss(logdet, log_p, log_q, self.loss_name, self.detach_label)
