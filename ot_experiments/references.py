@@ -1,4 +1,4 @@
-"""Published numbers (from ../shared/TABLES.md) for the cells a run can be compared with."""
+"""Published numbers (the papers' own tables) for the cells a run can be compared with."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def test_gaussian_map_and_cost_match_pot(preset):
 
 
 def test_lagrangian_test_costs():
-    # TABLES.md T1c ground truth: 16, 16 + d(1 − √0.3)², 128
+    # T1c ground truth (Lagrangian paper, Tables 3.1-3.2): 16, 16 + d(1 − √0.3)², 128
     for d in (2, 10, 50):
         assert GaussianProblem(d, "shift").w2_sq_true == pytest.approx(16.0)
         assert GaussianProblem(d, "scale_shift").w2_sq_true == pytest.approx(

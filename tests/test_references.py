@@ -1,4 +1,4 @@
-"""Paper reference values attached to results.json cells (TABLES.md)."""
+"""Paper reference values attached to results.json cells (docs/results/tables.md)."""
 
 from ot_experiments.references import reference_for
 

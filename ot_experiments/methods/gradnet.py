@@ -1,5 +1,5 @@
-"""GradNetOT: a monotone gradient network trained with a Monge–Ampère loss (paper 002,
-METHODS.md §3).
+"""GradNetOT: a monotone gradient network trained with a Monge–Ampère loss
+(docs/methods/gradnet.md).
 
 By Brenier, the quadratic-cost OT map T = ∇φ (φ convex) satisfies q(T(x)) det J_T(x) = p(x).
 With T an mGradNet (J_T symmetric PSD by construction) the method minimises, over x ~ p,

@@ -1,4 +1,4 @@
-"""Lagrangian dynamic OT (paper 000, METHODS.md §1), with crowd motion.
+"""Lagrangian dynamic OT (docs/methods/lagrangian.md), with crowd motion.
 
 A velocity field v_θ(x, t) (``networks.nodal``) moves B samples xᵢ ∼ ρ0 along characteristics
 
@@ -43,7 +43,7 @@ GAUSSIAN_TESTS = ("shift", "scale_shift", "two_axis_shift")
 
 
 def reference_h1_weight(preset: str | None, d: int) -> float:
-    """The authors' α for the Gaussian Tests 1–3 (METHODS.md §1); 1.0 for other presets.
+    """The authors' α for the Gaussian Tests 1–3 (docs/methods/lagrangian.md); 1.0 otherwise.
 
     Tests 1–2 (shift, scale_shift): α = 1 for d ≤ 10, 0.1 above.
     Test 3 (two_axis_shift): α = 5 for d ≤ 20, 20 above.

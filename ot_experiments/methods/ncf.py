@@ -1,4 +1,4 @@
-"""NCF: neural Hamilton–Jacobi characteristic flows (paper 003, METHODS.md §4).
+"""NCF: neural Hamilton–Jacobi characteristic flows (docs/methods/ncf.md).
 
 One potential u_θ(x, t) solves ∂t u + H(∇u) = 0 on Ω × [0, T]. Characteristics are straight
 lines, so both OT maps are closed-form:

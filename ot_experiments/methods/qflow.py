@@ -1,4 +1,4 @@
-"""Q-flow: a neural-ODE flow between P and Q refined towards dynamic OT (paper 001, METHODS §2).
+"""Q-flow: a neural-ODE flow between P and Q refined towards dynamic OT (docs/methods/qflow.md).
 
 The flow x'(t) = f(x(t), t; θ) on [0, 1] is split into time blocks (reference: 0.25), each
 integrated by fixed-grid RK4 (torchdiffeq, 3 steps per block). Training has two phases,

@@ -1,4 +1,4 @@
-"""Nodal-basis velocity fields v(x, t) for the Lagrangian dynamic-OT method (METHODS.md §1).
+"""Nodal-basis velocity fields v(x, t) for Lagrangian dynamic OT (docs/methods/lagrangian.md).
 
 Both networks reduce, at a fixed time t, to ONE two-layer tanh layer
 

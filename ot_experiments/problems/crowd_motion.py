@@ -1,4 +1,4 @@
-"""Crowd motion (Lagrangian paper, section 2.6/3.3; METHODS.md §1): Gaussian crowds
+"""Crowd motion (Lagrangian paper, sections 2.6 and 3.3; docs/problems.md): Gaussian crowds
 ρ0 = N(m0, σ0² I) → ρ1 = N(m1, σ0² I) in d ≥ 2 dimensions that must avoid an obstacle
 Q(x) reading the first two coordinates only.
 
