@@ -262,7 +262,9 @@ def run(cfg: DictConfig) -> dict:
         trainer = instantiate(
             trainer_cfg,
             logger=build_loggers(cfg) or False,
-            callbacks=[timer, *optional, ResumeState(cfg.seed), stopper, *averaging],
+            # the clean stop saves after the weight average has taken this step (as Lightning
+            # runs checkpoint callbacks last)
+            callbacks=[timer, *optional, ResumeState(cfg.seed), *averaging, stopper],
         )
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)
