@@ -83,6 +83,7 @@ def log_table(folder: Path, header: list[str], rows: list[list]) -> str:
         name=f"table_{folder.name}",
         dir=str(folder),
         mode="offline",
+        reinit=True,  # a run of its own even when the calling process has one open
     )
     run.log({"table": wandb.Table(columns=header, data=[[str(c) for c in r] for r in rows])})
     path = run.dir

@@ -134,6 +134,8 @@ def test_wandb_logger_grouped_by_experiment_and_tagged(tmp_path):
     assert logger._wandb_init["group"] == "t1a"
     assert logger._wandb_init["tags"] == ["t1a"]
     assert logger._offline is True
+    assert logger.experiment.config["method.mmd_weight"] == 100  # the whole config, flat
+    logger.experiment.finish()
 
 
 def test_lagrangian_reports_the_weight_average_by_default():
