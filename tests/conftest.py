@@ -38,6 +38,13 @@ def run_folders(tmp_path: Path) -> list[Path]:
     return sorted(p.parent for p in tmp_path.rglob("results.json"))
 
 
+def run_metric(tmp_path: Path, key: str, *overrides: str) -> float:
+    """Train once into ``tmp_path`` and return ``metrics[key]`` of its results.json."""
+    train(tmp_path, *overrides)
+    (folder,) = run_folders(tmp_path)
+    return read_results(folder)["metrics"][key]
+
+
 def read_results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 

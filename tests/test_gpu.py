@@ -17,7 +17,7 @@ import torch
 
 import ot_experiments
 
-from .conftest import FAST, read_results, run_folders, train
+from .conftest import FAST, read_results, run_folders, run_metric, train
 from .test_gradnet import GRADNET_FAST
 from .test_lagrangian import FAST_LAGRANGIAN
 from .test_qflow import QFAST
@@ -73,10 +73,6 @@ def test_gpu_run_reloads_on_cpu_with_its_metrics(tmp_path):
 
 def test_cpu_and_gpu_training_agree(tmp_path):
     common = [*FAST, "trainer.max_steps=200", "trainer.val_check_interval=100", "eval_points=2000"]
-    train(tmp_path / "cpu", *common, "hardware=cpu")
-    train(tmp_path / "gpu", *common, "hardware=gpu")
-    (cpu,) = run_folders(tmp_path / "cpu")
-    (gpu,) = run_folders(tmp_path / "gpu")
-    u_cpu = read_results(cpu)["metrics"]["uvp_fwd"]
-    u_gpu = read_results(gpu)["metrics"]["uvp_fwd"]
+    u_cpu = run_metric(tmp_path / "cpu", "uvp_fwd", *common, "hardware=cpu")
+    u_gpu = run_metric(tmp_path / "gpu", "uvp_fwd", *common, "hardware=gpu")
     assert u_gpu / u_cpu == pytest.approx(1.0, abs=0.5), (u_cpu, u_gpu)

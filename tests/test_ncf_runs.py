@@ -2,7 +2,7 @@
 
 import pytest
 
-from .conftest import FAST, read_results, run_folders, train
+from .conftest import FAST, read_results, run_folders, run_metric, train
 
 
 @pytest.mark.parametrize(
@@ -45,10 +45,7 @@ def test_class_conditional_beats_unconditional_on_class_fit(tmp_path):
         "trainer.max_steps=600",
         "method.n_mmd=600",
     ]
-    train(tmp_path / "cond", *common, "method.conditional=true")
-    train(tmp_path / "uncond", *common, "method.conditional=false")
-    (cond,) = run_folders(tmp_path / "cond")
-    (uncond,) = run_folders(tmp_path / "uncond")
-    ed_cond = read_results(cond)["metrics"]["energy_distance_classes"]
-    ed_uncond = read_results(uncond)["metrics"]["energy_distance_classes"]
+    key = "energy_distance_classes"
+    ed_cond = run_metric(tmp_path / "cond", key, *common, "method.conditional=true")
+    ed_uncond = run_metric(tmp_path / "uncond", key, *common, "method.conditional=false")
     assert ed_cond < 0.5 * ed_uncond
