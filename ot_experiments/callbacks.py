@@ -98,6 +98,11 @@ class GracefulStop(pl.Callback):
         self.in_training = False
 
     def on_exception(self, trainer, pl_module, exception) -> None:
+        # a SIGTERM that lands after this callback's batch end but before Lightning's own check
+        # (e.g. during a periodic checkpoint) ends the step with SIGTERMException: save here
+        if self.signum is not None and self.saved_step is None and self.in_training:
+            trainer.save_checkpoint(self.path)
+            self.saved_step = int(trainer.global_step)
         self.in_training = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

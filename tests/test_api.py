@@ -11,7 +11,7 @@ from ot_experiments.problems import GaussianProblem
 
 from .conftest import read_results, run_folders, train
 
-STEPS = 150
+STEPS = 100
 
 
 def test_fit_on_a_gaussian_pair_reaches_the_cli_uvp(tmp_path):
