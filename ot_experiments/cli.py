@@ -4,15 +4,13 @@ an installed wheel runs outside the checkout."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # a folder, not a Python package
+from ot_experiments.checks import CONF_DIR  # a folder, not a Python package: an absolute path
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def train(cfg: DictConfig) -> float | None:
     """Run one job; returns the value an Optuna sweeper would minimise, when configured."""
     from ot_experiments.runner import run

@@ -26,6 +26,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ot_experiments.callbacks import GracefulStop, ResumeState, RunInterrupted, StepTimer
 from ot_experiments.checks import (  # the checks live there; importable from here too
+    CONF_DIR,  # noqa: F401  (tests and scripts read it from the runner)
     check_compatible,
     config_errors_alone,
     problems_offering,  # noqa: F401
@@ -38,7 +39,6 @@ from ot_experiments.tracking import flat_config, log_outcome
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 META_KEYS = ("name", "lr")  # method/problem keys that are not constructor arguments
 
 
