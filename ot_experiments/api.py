@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ot_experiments.checks import CONF_DIR, check_compatible, validate_config
 from ot_experiments.errors import ConfigError
-from ot_experiments.problems.base import Problem
+from ot_experiments.problems.base import Problem, draw_rows
 
 
 class ArrayProblem(Problem):
@@ -59,28 +59,24 @@ class ArrayProblem(Problem):
             raise ConfigError("give labels for both x and y, or for neither")
         self.dim = int(source.shape[1])
         self.source, self.target = source.float(), target.float()
-        self.labels = None
+        self.rows: tuple[dict, dict] = ({}, {})  # class -> row indices, per side
         self.offers = frozenset({"samples"})
         if source_labels is not None:
-            self.labels = (source_labels.long(), target_labels.long())
             classes = sorted(set(source_labels.tolist()) & set(target_labels.tolist()))
             if not classes:
                 raise ConfigError("x and y share no class label")
             self.classes = tuple(classes)
+            self.rows = tuple(
+                {k: torch.nonzero(labels == k)[:, 0] for k in classes}
+                for labels in (source_labels, target_labels)
+            )
             self.offers = frozenset({"samples", "labels"})
 
-    def _draw(self, pts, labels, n, generator, device, cls) -> Tensor:
-        pool = torch.arange(len(pts)) if cls is None else torch.nonzero(labels == cls)[:, 0]
-        pick = pool[torch.randint(0, len(pool), (n,), generator=generator)]
-        return pts[pick].to(device)
-
     def sample_source(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
-        labels = None if self.labels is None else self.labels[0]
-        return self._draw(self.source, labels, n, generator, device, cls)
+        return draw_rows(self.source, self.rows[0], n, generator, device, cls)
 
     def sample_target(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
-        labels = None if self.labels is None else self.labels[1]
-        return self._draw(self.target, labels, n, generator, device, cls)
+        return draw_rows(self.target, self.rows[1], n, generator, device, cls)
 
 
 @dataclass

@@ -57,11 +57,10 @@ REVIEWED = {
     # sampling with a CPU torch.Generator; the sampler moves the result to `device`
     "problems/color_transfer.py::_draw": 1,
     "problems/mnist_morphing.py::sample_mixture": 1,
-    "problems/latent.py::_draw": 2,
+    "problems/base.py::draw_rows": 2,  # latent and array problems; the rows move to `device`
     "problems/latent.py::balanced_subset": 1,
     "problems/latent.py::load_split": 1,
     "problems/latent.py::baselines": 2,  # POT baselines run on CPU copies
-    "api.py::_draw": 2,  # ArrayProblem: CPU index draw with a CPU generator, then .to(device)
 }
 
 

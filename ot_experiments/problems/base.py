@@ -11,6 +11,8 @@ A problem never imports a method. It declares what it offers in ``offers``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import Tensor
 
@@ -104,6 +106,21 @@ class Problem:
             [self.sample_source(n, generator=g), self.sample_target(n, generator=g)], dim=0
         )
         return pts.min(0).values, pts.max(0).values
+
+
+def draw_rows(
+    bank: Tensor,
+    class_rows: Sequence[Tensor] | Mapping[int, Tensor],
+    n: int,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    cls: int | None,
+) -> Tensor:
+    """``n`` rows of ``bank`` (m, d) drawn with replacement, from ``class_rows[cls]`` (the row
+    indices of class ``cls``) when ``cls`` is given; shape (n, d) on ``device``."""
+    pool = torch.arange(len(bank)) if cls is None else class_rows[cls]
+    pick = pool[torch.randint(0, len(pool), (n,), generator=generator)]
+    return bank[pick].to(device)
 
 
 def require_dim(name: str, dim: object, minimum: int = 1) -> int:

@@ -31,7 +31,7 @@ from ot_experiments.data import pretrained
 from ot_experiments.data.mnist import load_mnist
 from ot_experiments.errors import ConfigError
 from ot_experiments.metrics.distances import frechet_distance
-from ot_experiments.problems.base import Problem, require_dim
+from ot_experiments.problems.base import Problem, draw_rows, require_dim
 
 TASKS = {
     "fmnist_to_mnist": ("fashion_mnist", "mnist", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
@@ -223,18 +223,12 @@ class LatentProblem(Problem):
         ]
 
     # -- samples ------------------------------------------------------------------------
-    @staticmethod
-    def _draw(bank: Tensor, idx: list[Tensor], n, generator, device, cls) -> Tensor:
-        pool = torch.arange(len(bank)) if cls is None else idx[cls]
-        pick = pool[torch.randint(0, len(pool), (n,), generator=generator)]
-        return bank[pick].to(device)
-
     def sample_source(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
-        return self._draw(self.source.train_z, self._src_idx, n, generator, device, cls)
+        return draw_rows(self.source.train_z, self._src_idx, n, generator, device, cls)
 
     def sample_target(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
         """Target latents; ``cls=k`` draws target class π(k), the image of source class k."""
-        return self._draw(self.target.train_z, self._tgt_idx, n, generator, device, cls)
+        return draw_rows(self.target.train_z, self._tgt_idx, n, generator, device, cls)
 
     def bounding_box(self, n: int = 10_000, seed: int = 0) -> tuple[Tensor, Tensor]:
         both = torch.cat([self.source.train_z, self.target.train_z])
