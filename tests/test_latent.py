@@ -233,7 +233,8 @@ def test_fmnist_to_mnist_accuracy_on_the_cpu_budget(tmp_path):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed"
+    importlib.util.find_spec("torch_fidelity") is not None,
+    reason="the refusal only happens without torch-fidelity (installed here)",
 )
 def test_inception_fid_without_torch_fidelity_is_one_sentence_before_any_training(tmp_path):
     with pytest.raises(ConfigError, match="pip install torch-fidelity"):

@@ -1,5 +1,8 @@
 """Lagrangian dynamic OT (docs/methods/lagrangian.md), with crowd motion.
 
+Over 400 lines for now: RK4 / Simpson / trapezoid are to move to a shared ODE module and the
+density figure to plotting (open redesign issue), checked by scripts/check_identical.py.
+
 A velocity field v_θ(x, t) (``networks.nodal``) moves B samples xᵢ ∼ ρ0 along characteristics
 
     dz/dt = v(z, t),  z(0) = x;        dℓ/dt = −∇·v(z, t),  ℓ(0) = ln ρ0(x)   (ℓ = ln ρ(z, t)),
