@@ -32,6 +32,23 @@ class RunInterrupted(Exception):
         super().__init__(f"interrupted by {name} {where}: {saved}")
 
 
+class ProblemProgress(pl.Callback):
+    """Drives a problem's training-time state (``Problem.set_progress``, e.g. the morphing
+    bandwidth) from the training step, so no method writes into a problem; logs what the
+    problem returns as ``train/<name>``."""
+
+    def __init__(self, problem) -> None:
+        self.problem = problem
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        logs = self.problem.set_progress(int(trainer.global_step), int(trainer.max_steps))
+        for name, value in logs.items():
+            pl_module.log(f"train/{name}", float(value), batch_size=1)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.problem.set_progress(None, int(trainer.max_steps))
+
+
 class StepTimer(pl.Callback):
     """Wall-clock time of every training step (device-synchronised)."""
 

@@ -1,4 +1,5 @@
-"""Figures of a run: maps in 2-D, projections and training curves otherwise."""
+"""Figures of a run: maps in 2-D, projections and training curves otherwise, and the density
+evolution of a dynamic method."""
 
 from __future__ import annotations
 
@@ -105,3 +106,71 @@ def save_figures(
     if history and plot_history(history, keys, curve):
         paths.append(curve)
     return paths
+
+
+SNAPSHOT_TIMES = (0.0, 0.2, 0.5, 0.8, 1.0)
+
+
+def plot_density_evolution(
+    method, problem, path: Path, n: int = 20_000, n_lines: int = 40, bins: int = 120
+) -> None:
+    """Densities of z(t) at t = 0, 1/5, 1/2, 4/5, 1 and of ρ1, first two coordinates, for a
+    dynamic method (``method.trajectory``).
+
+    Each panel is a 2-D histogram of n pushed samples (the marginal of (z₁, z₂) for d > 2)
+    with ``n_lines`` paths in red; a cost along paths (``problem.path_cost``, e.g. an obstacle)
+    is shaded in grey on the (x1, x2) plane (other coordinates 0). The axes are
+    ``problem.plot_box()`` or the data's 0.2–99.8 % quantiles.
+    """
+    g = torch.Generator().manual_seed(2)
+    x = problem.sample_source(n, generator=g)
+    y = problem.sample_target(n, generator=g)
+    fine = torch.linspace(0, 1, 41)
+    ts = torch.unique(torch.cat([fine, torch.tensor(SNAPSHOT_TIMES)]))
+    path_z = method.trajectory(x, ts)[..., :2]
+    lines = path_z[:, :n_lines].permute(1, 0, 2).numpy()
+    snaps = [path_z[int(torch.argmin((ts - t).abs()))] for t in SNAPSHOT_TIMES]
+    box = problem.plot_box()
+    if box is None:
+        pts = torch.cat([x[:, :2], y[:, :2], *snaps])
+        lo, hi = pts.quantile(0.002, 0), pts.quantile(0.998, 0)
+        pad = 0.1 * (hi - lo)
+        box = (
+            float(lo[0] - pad[0]),
+            float(hi[0] + pad[0]),
+            float(lo[1] - pad[1]),
+            float(hi[1] + pad[1]),
+        )
+    shade = None
+    if "path_cost" in problem.offers:
+        g1 = torch.linspace(box[0], box[1], 300)
+        g2 = torch.linspace(box[2], box[3], 300)
+        grid = torch.stack(torch.meshgrid(g1, g2, indexing="xy"), -1).reshape(-1, 2)
+        grid = torch.cat([grid, torch.zeros(len(grid), problem.dim - 2)], 1)
+        shade = problem.path_cost(grid).reshape(300, 300).numpy()
+    panels = [*zip([f"t = {t:g}" for t in SNAPSHOT_TIMES], snaps), ("target ρ1", y[:, :2])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    for ax, (title, pts) in zip(axes, panels):
+        hist = torch.histogramdd(pts.double(), bins=[bins, bins], range=[*box], density=True).hist
+        ax.imshow(hist.T.numpy(), origin="lower", extent=box, cmap="viridis", aspect="equal")
+        if shade is not None:
+            ax.contourf(
+                torch.linspace(box[0], box[1], 300).numpy(),
+                torch.linspace(box[2], box[3], 300).numpy(),
+                shade,
+                levels=[0.05 * shade.max(), 0.5 * shade.max(), shade.max() * 1.0001],
+                colors=["0.75", "0.45"],
+                alpha=0.6,
+            )
+        if title != "target ρ1":
+            for line in lines:
+                ax.plot(line[:, 0], line[:, 1], color="red", lw=0.5, alpha=0.7)
+        ax.set_xlim(box[0], box[1])
+        ax.set_ylim(box[2], box[3])
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(
+        f"{type(problem).__name__} {problem.label} d={problem.dim}: density of z(t) (x1, x2)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

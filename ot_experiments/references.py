@@ -1,6 +1,15 @@
-"""Published numbers (the papers' own tables) for the cells a run can be compared with."""
+"""Published numbers (the papers' own tables), as data, and the lookup of a run's cell.
+
+``PAPER`` maps (table, method, problem, label, d) to the paper's values for that cell; the
+label is the problem's ``Problem.label`` (a preset, case or task); d None matches any d.
+``WHEN`` adds conditions on the method's settings for tables that share cells (T1b's adjoint
+column, T5 without the unconditional ablation): a run matches a row when each listed setting
+has one of the values.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 # T1a (NCF paper, Table 2): forward L2-UVP (%) of NCF on the ncf_benchmark Gaussians.
 T1A_NCF_UVP = {2: 0.010, 4: 0.021, 8: 0.086, 16: 0.146, 32: 0.436, 64: 0.858}
@@ -15,9 +24,8 @@ T3_GRADNET_MSE = (
     (0.00273, 0.00034, 0.00170, 0.00159, 0.00082),
 )
 
-
 # T1b / T1c (Lagrangian paper, Tables 3.1-3.2): transport cost W2² of the paper's method
-# (BP; adjoint only at d = 2) and the Sinkhorn column, per (preset, d).
+# (BP; adjoint only at d = 2) and the Sinkhorn column, per (test, d).
 T1C_LAGRANGIAN = {
     ("shift", 2): {"bp": 15.8792, "adjoint": 15.8792, "sinkhorn": 16.1087},
     ("scale_shift", 2): {"bp": 16.3305, "adjoint": 18.1147, "sinkhorn": 16.4795},
@@ -31,42 +39,63 @@ T1C_LAGRANGIAN = {
 }
 
 # T5 (NCF paper, Tables 4 and 7): class-conditional NCF in β-VAE latent spaces, accuracy (%).
-# The paper's FIDs use Inception features; ours use the target classifier's features (README),
-# so they are not compared.
+# The paper's FIDs use Inception features; ours use the target classifier's features, so they
+# are not compared.
 T5_NCF_ACCURACY = {
     "fmnist_to_mnist": {"accuracy_fwd": 83.42},
     "mnist_task1": {"accuracy_fwd": 95.58, "accuracy_bwd": 95.08},
     "mnist_task2": {"accuracy_fwd": 92.51, "accuracy_bwd": 92.73},
 }
 
+Key = tuple[str, str, str, str, int | None]
+
+PAPER: dict[Key, dict[str, float]] = {
+    **{
+        ("T1a", "ncf", "gaussian", "ncf_benchmark", d): {"uvp_fwd": v}
+        for d, v in T1A_NCF_UVP.items()
+    },
+    **{
+        ("T1b", "lagrangian", "gaussian", test, d): {"w2_sq": ref["adjoint"]}
+        for (test, d), ref in T1C_LAGRANGIAN.items()
+        if "adjoint" in ref
+    },
+    **{
+        ("T1c", "lagrangian", "gaussian", test, d): {
+            "w2_sq": ref["bp"],
+            "baselines.pot_sinkhorn.w2_sq": ref["sinkhorn"],
+        }
+        for (test, d), ref in T1C_LAGRANGIAN.items()
+    },
+    # the paper's T3 protocol is the sample-based one (mse_bary_samples); shown beside both
+    **{
+        ("T3", "gradnet", "mnist_morphing", f"{a}to{b}", 2): {"mse_bary": v, "mse_bary_samples": v}
+        for a, row in enumerate(T3_GRADNET_MSE)
+        for b, v in enumerate(row)
+    },
+    # any latent dimension (the paper's is 32)
+    **{("T5", "ncf", "latent", task, None): dict(v) for task, v in T5_NCF_ACCURACY.items()},
+}
+
+# settings a run must have for a table's rows (a missing setting counts as None)
+WHEN: dict[str, dict[str, tuple]] = {
+    "T1b": {"gradient": ("adjoint",)},
+    "T1c": {"gradient": ("backprop", None)},
+    "T5": {"conditional": (True, "auto", None)},
+}
+
 
 def reference_for(
-    method: str,
-    problem: str,
-    preset: str | None,
-    d: int,
-    gradient: str | None = None,
-    conditional: bool | str | None = None,
+    method: str, problem: str, label: str | None, d: int, settings: Mapping | None = None
 ) -> dict:
-    """The paper value(s) for this (method, problem, preset, d) cell, or {} when none.
+    """The paper values of the cell (method, problem, label, d), with ``"table"``, or {}.
 
-    ``preset`` is the problem's preset, case or task (e.g. ``ncf_benchmark``, ``0to4``);
-    ``gradient`` is the Lagrangian method's ``backprop`` / ``adjoint`` (T1b); ``conditional``
-    is NCF's switch (the unconditional ablation has no paper value).
+    ``settings`` are the method's options (e.g. ``{"gradient": "adjoint"}``), checked against
+    ``WHEN``.
     """
-    if method == "lagrangian" and problem == "gaussian" and (preset, d) in T1C_LAGRANGIAN:
-        ref = T1C_LAGRANGIAN[(preset, d)]
-        if gradient == "adjoint":
-            return {"table": "T1b", "w2_sq": ref["adjoint"]} if "adjoint" in ref else {}
-        return {"table": "T1c", "w2_sq": ref["bp"], "baselines.pot_sinkhorn.w2_sq": ref["sinkhorn"]}
-    if method == "ncf" and problem == "gaussian" and preset == "ncf_benchmark" and d in T1A_NCF_UVP:
-        return {"table": "T1a", "uvp_fwd": T1A_NCF_UVP[d]}
-    if method == "ncf" and problem == "latent" and preset in T5_NCF_ACCURACY:
-        return {} if conditional is False else {"table": "T5", **T5_NCF_ACCURACY[preset]}
-    if method == "gradnet" and problem == "mnist_morphing" and preset:
-        src, _, tgt = str(preset).partition("to")
-        if src.isdigit() and tgt.isdigit() and int(src) < 5 and int(tgt) < 5:
-            value = T3_GRADNET_MSE[int(src)][int(tgt)]
-            # the paper's protocol is the sample-based one (mse_bary_samples); show it beside both
-            return {"table": "T3", "mse_bary": value, "mse_bary_samples": value}
+    settings = settings or {}
+    for (table, m, p, lab, dim), values in PAPER.items():
+        if (m, p, lab) != (method, problem, label) or dim not in (d, None):
+            continue
+        if all(settings.get(k) in ok for k, ok in WHEN.get(table, {}).items()):
+            return {"table": table, **values}
     return {}

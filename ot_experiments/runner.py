@@ -24,7 +24,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from ot_experiments.callbacks import GracefulStop, ResumeState, RunInterrupted, StepTimer
+from ot_experiments.callbacks import (
+    GracefulStop,
+    ProblemProgress,
+    ResumeState,
+    RunInterrupted,
+    StepTimer,
+)
 from ot_experiments.checks import (  # the checks live there; importable from here too
     CONF_DIR,  # noqa: F401  (tests and scripts read it from the runner)
     check_compatible,
@@ -59,16 +65,27 @@ def build_problem(cfg: DictConfig):
         return instantiate(_strip(cfg.problem))
 
 
+def problem_hints(cfg: DictConfig, problem) -> dict:
+    """The problem's settings for this method's ``auto`` options (``Problem.method_hints``):
+    only the options that are ``auto`` in ``cfg.method``."""
+    hints = problem.method_hints(str(cfg.method.get("name", "")))
+    return {k: v for k, v in hints.items() if cfg.method.get(k) == "auto"}
+
+
 def build_method(cfg: DictConfig, problem):
-    """Instantiate ``cfg.method`` with the problem and partial network/optimizer/scheduler.
+    """Instantiate ``cfg.method`` with the problem and partial network/optimizer/scheduler,
+    its ``auto`` options filled by ``problem_hints``.
 
     A ConfigError of a constructor (method, network, ...) comes out alone, not wrapped by Hydra.
     """
     with config_errors_alone():
         sched = cfg.get("scheduler")
         scheduler = instantiate(sched) if sched and sched.get("_target_") else None
+        method_cfg = _strip(cfg.method)
+        for key, value in problem_hints(cfg, problem).items():
+            method_cfg[key] = value
         return instantiate(
-            _strip(cfg.method),
+            method_cfg,
             problem=problem,
             network=instantiate(cfg.network),
             optimizer=instantiate(cfg.optimizer),
@@ -215,7 +232,7 @@ def run(cfg: DictConfig) -> dict:
         "table_metrics": list(cfg.get("table_metrics") or []),
         "method": method_name,
         "problem": problem_name,
-        "preset": cfg.problem.get("preset") or cfg.problem.get("case") or cfg.problem.get("task"),
+        "label": None,
         "d": cfg.get("d"),
         "seed": cfg.get("seed"),
         "overrides": _job_overrides(),
@@ -236,20 +253,21 @@ def run(cfg: DictConfig) -> dict:
     stopper.install()
     try:
         validate_config(cfg)
-        results["reference"] = reference_for(
-            method_name,
-            problem_name,
-            results["preset"],
-            cfg.d,
-            cfg.method.get("gradient"),
-            cfg.method.get("conditional"),
-        )
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         problem = build_problem(cfg)
+        results["label"] = problem.label
+        settings = OmegaConf.to_container(cfg.method, resolve=True)
+        results["reference"] = reference_for(
+            method_name, problem_name, problem.label, cfg.d, settings
+        )
         method_cls = get_class(cfg.method._target_)
         check_compatible(method_name, method_cls, problem_name, problem)
+        results["hints"] = problem_hints(cfg, problem)
+        if results["hints"] and writer:
+            shown = " ".join(f"method.{k}={v}" for k, v in results["hints"].items())
+            log.info("settings from problem %s (for auto): %s", problem_name, shown)
         method = build_method(cfg, problem)
 
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -264,7 +282,14 @@ def run(cfg: DictConfig) -> dict:
             logger=build_loggers(cfg) or False,
             # the clean stop saves after the weight average has taken this step (as Lightning
             # runs checkpoint callbacks last)
-            callbacks=[timer, *optional, ResumeState(cfg.seed), *averaging, stopper],
+            callbacks=[
+                ProblemProgress(problem),
+                timer,
+                *optional,
+                ResumeState(cfg.seed),
+                *averaging,
+                stopper,
+            ],
         )
         loader = torch.utils.data.DataLoader(_Steps(steps), batch_size=None)
         val_loader = torch.utils.data.DataLoader(_Steps(1), batch_size=None)

@@ -97,12 +97,17 @@ def lookup(res: dict, name: str):
     return node
 
 
+def _label(res: dict) -> str:
+    """The problem's label of a run (``preset`` in results.json files before 2026-12-01)."""
+    return res.get("label") or res.get("preset") or ""
+
+
 def cell_key(res: dict) -> str:
     """The job's identity within a sweep: its overrides without the seed."""
     overrides = [o for o in res.get("overrides", []) if not o.startswith("seed=")]
     if overrides:
         return " ".join(sorted(overrides))
-    return f"{res.get('method')} {res.get('problem')} {res.get('preset') or ''} d={res.get('d')}"
+    return f"{res.get('method')} {res.get('problem')} {_label(res)} d={res.get('d')}"
 
 
 def _natural(text: str) -> list:
@@ -145,7 +150,7 @@ def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[l
             "cell": key,
             "method": first.get("method"),
             "problem": first.get("problem"),
-            "preset": first.get("preset"),
+            "label": _label(first),
             "d": first.get("d"),
             "seeds_ok": len(ok),
             "seeds": len(runs),
@@ -211,7 +216,7 @@ def to_markdown(rows: list[dict], metrics: list[str], title: str = "") -> str:
 
 def write_csv(rows: list[dict], metrics: list[str], path: Path) -> None:
     """One CSV row per cell: mean and std per metric, the paper's value and the verdict."""
-    fields = ["cell", "table", "method", "problem", "preset", "d", "seeds_ok", "seeds", "errors"]
+    fields = ["cell", "table", "method", "problem", "label", "d", "seeds_ok", "seeds", "errors"]
     for m in metrics:
         fields += [f"{m}_mean", f"{m}_std", f"{m}_paper", f"{m}_ok"]
     with open(path, "w", newline="") as f:

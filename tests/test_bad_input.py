@@ -209,7 +209,7 @@ def test_sizes_counts_and_weights_are_checked_before_training(overrides, message
         "",
         "method=lagrangian method.obstacle_ramp_steps=0",  # 0: no ramp (documented)
         "method=qflow method.ratio_steps=0 method.refine=false method.rounds=0",
-        "method=gradnet method.bandwidth_steps=null",
+        "method=gradnet problem=mnist_morphing problem.bandwidth_steps=null",
         "method=lagrangian method.kl_weight=auto",
         "threads=1",
         "method.mmd_weight=0",

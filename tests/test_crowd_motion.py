@@ -46,13 +46,13 @@ def test_densities_are_gaussians_with_variance():
 def test_gaussian_obstacles_and_their_core():
     p4 = CrowdMotionProblem(2, "test4")
     origin = torch.zeros(1, 2)
-    assert float(p4.obstacle_cost(origin)) == pytest.approx(1 / (2 * math.pi * math.sqrt(0.5)))
+    assert float(p4.path_cost(origin)) == pytest.approx(1 / (2 * math.pi * math.sqrt(0.5)))
     p5 = CrowdMotionProblem(5, "test5")
     pts = torch.zeros(2, 5)
     pts[0, 1] = 2.0
     pts[1, 1] = 2.0
     pts[1, 2:] = 7.0  # coordinates beyond the first two are ignored
-    q = p5.obstacle_cost(pts)
+    q = p5.path_cost(pts)
     expected = 0.5 / (2 * math.pi * math.sqrt(0.1)) + 0.5 * math.exp(-8) / (
         2 * math.pi * math.sqrt(0.1)
     )
@@ -64,16 +64,16 @@ def test_gaussian_obstacles_and_their_core():
 def test_maze_rectangles_weights_and_blur():
     p = CrowdMotionProblem(2, "maze1")
     pts = torch.tensor([[0.0, 0.0], [-3.5, 0.0], [5.0, 0.99], [5.0, 1.0]])
-    assert p.obstacle_cost(pts).tolist() == pytest.approx([0.4, 0.0, 0.9, 0.0])
+    assert p.path_cost(pts).tolist() == pytest.approx([0.4, 0.0, 0.9, 0.0])
     assert p.in_obstacle_core(pts).tolist() == [True, False, True, False]
     blurred = CrowdMotionProblem(2, "maze1", blur=0.2)
-    qb = blurred.obstacle_cost(pts)
+    qb = blurred.path_cost(pts)
     assert float(qb[0]) == pytest.approx(0.4, rel=1e-3)  # deep inside: unchanged
     assert 0 < float(qb[1]) < 0.05 and float(qb[3]) == pytest.approx(0.45, rel=0.02)
     u = torch.tensor([-2.0, -0.99, -0.5, 0.3, 0.99, 1.5])
     assert interval_window(u, -1, 1, 1e-4).tolist() == interval_window(u, -1, 1, 0).tolist()
     m3 = CrowdMotionProblem(2, "maze3")
-    assert m3.obstacle_cost(torch.tensor([[0.0, 0.0], [-2.0, 0.0], [4.0, -0.5]])).tolist() == (
+    assert m3.path_cost(torch.tensor([[0.0, 0.0], [-2.0, 0.0], [4.0, -0.5]])).tolist() == (
         pytest.approx([0.0, 0.2, 0.4])
     )
 
@@ -89,9 +89,9 @@ def test_maze4_continuation():
     ]
     p = CrowdMotionProblem(2, "maze4")
     x = torch.tensor([[-2.0, 0.0]])
-    assert float(p.obstacle_cost(x, step=0)) == pytest.approx(0.2)
-    assert float(p.obstacle_cost(x, step=320)) == pytest.approx(200.0)
-    assert float(p.obstacle_cost(x)) == pytest.approx(0.2e6)
+    assert float(p.path_cost(x, step=0)) == pytest.approx(0.2)
+    assert float(p.path_cost(x, step=320)) == pytest.approx(200.0)
+    assert float(p.path_cost(x)) == pytest.approx(0.2e6)
 
 
 @pytest.mark.parametrize(
@@ -125,14 +125,12 @@ class _PlainPair(Problem):
 
 def _loss(problem, **kw):
     torch.manual_seed(0)
+    kw = {**problem.method_hints("lagrangian"), **kw}  # λ_FP (auto), as the runner fills it
     m = Lagrangian(
         problem,
         partial(__import__("ot_experiments.networks.nodal", fromlist=["x"]).NodalVelocity, width=5),
         partial(torch.optim.Adam, lr=0.1),
-        batch_size=128,
-        kl_weight=10.0,
-        h1_weight=0.0,
-        **kw,
+        **{**kw, "batch_size": 128, "kl_weight": 10.0, "h1_weight": 0.0},
     )
     torch.manual_seed(1)
     loss, logs = m.training_loss(0)

@@ -147,7 +147,7 @@ def test_bad_mixture_parameters_are_one_sentence_errors():
 
 # -- end to end -------------------------------------------------------------------------
 def test_dre_run_reports_three_maes_and_figures(tmp_path, one_thread):
-    train(tmp_path, *QFAST, "problem=dre_mixtures")
+    train(tmp_path, *QFAST, "problem=dre_mixtures", "problem.ratio_test_points=500")
     (folder,) = run_folders(tmp_path)
     res = read_results(folder)
     assert res["status"] == "ok" and res["problem"] == "dre_mixtures"

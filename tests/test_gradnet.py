@@ -277,7 +277,10 @@ def test_experiment_configs_compose():
     assert t1d.method.name == "gradnet" and t1d.problem.preset == "wishart"
     assert t1d.hydra.sweeper.params.network == "mgradnet_c,mgradnet_m"
     assert t3.problem.name == "mnist_morphing" and t3.d == 2
-    assert t3.problem.case == "0to3" and t3.optimizer._target_ == "torch.optim.AdamW"
+    assert (t3.problem.source_digit, t3.problem.target_digit) == (
+        0,
+        3,
+    ) and t3.optimizer._target_ == "torch.optim.AdamW"
     params = t3.hydra.sweeper.params
     assert (
         len(params["problem.source_digit"].split(","))

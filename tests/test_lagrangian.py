@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import partial
 
@@ -9,20 +10,17 @@ import pytest
 import torch
 
 from ot_experiments.errors import ConfigError
-from ot_experiments.methods.lagrangian import (
-    FrozenField,
-    Lagrangian,
-    h1_regulariser,
-    kinetic_energy,
-    reference_h1_weight,
+from ot_experiments.methods.lagrangian import Lagrangian, h1_regulariser, kinetic_energy
+from ot_experiments.networks.nodal import FrozenField, NodalVelocity, NodalWeightsVelocity
+from ot_experiments.ode import (
+    refine_path,
     rk4_characteristics,
     rk4_path,
     rk4_stage_times,
     simpson,
     trapezoid,
 )
-from ot_experiments.networks.nodal import NodalVelocity, NodalWeightsVelocity
-from ot_experiments.problems.gaussian import GaussianProblem
+from ot_experiments.problems.gaussian import GaussianProblem, lagrangian_h1_weight
 
 from .conftest import read_results, run_folders, train
 
@@ -47,6 +45,11 @@ FAST_LAGRANGIAN = [
 
 
 def _method(problem, net_cls=NodalVelocity, **kw) -> Lagrangian:
+    """A small Lagrangian method; ``auto`` options filled from the problem as the runner does."""
+    defaults = inspect.signature(Lagrangian).parameters
+    for key, value in problem.method_hints("lagrangian").items():
+        if kw.get(key, defaults[key].default) == "auto":
+            kw[key] = value
     kw.setdefault("batch_size", 64)
     kw.setdefault("h1_points", 50)
     return Lagrangian(
@@ -247,13 +250,18 @@ def test_adjoint_gradient_matches_backprop():
 
 
 def test_reference_alpha_table():
-    assert reference_h1_weight("shift", 2) == 1.0 and reference_h1_weight("shift", 50) == 0.1
-    assert reference_h1_weight("scale_shift", 10) == 1.0
-    assert reference_h1_weight("two_axis_shift", 20) == 5.0
-    assert reference_h1_weight("two_axis_shift", 50) == 20.0
+    assert lagrangian_h1_weight("shift", 2) == 1.0 and lagrangian_h1_weight("shift", 50) == 0.1
+    assert lagrangian_h1_weight("scale_shift", 10) == 1.0
+    assert lagrangian_h1_weight("two_axis_shift", 20) == 5.0
+    assert lagrangian_h1_weight("two_axis_shift", 50) == 20.0
     problem = GaussianProblem(50, preset="two_axis_shift")
+    assert problem.method_hints("lagrangian") == {"h1_weight": 20.0}
+    assert problem.method_hints("ncf") == {}
     method = _method(problem)
     assert (method.kl_weight, method.h1_weight, method.obstacle_weight) == (1000.0, 20.0, 0.0)
+    # without the problem's hints, auto falls back to λ = 1000, α = 1, λ_P = 0
+    plain = Lagrangian(problem, partial(NodalVelocity, width=4), partial(torch.optim.Adam))
+    assert (plain.kl_weight, plain.h1_weight, plain.obstacle_weight) == (1000.0, 1.0, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +270,7 @@ def test_reference_alpha_table():
         ({"gradient": "magic"}, "choose backprop or adjoint"),
         ({"n_substeps": 3}, "even n_substeps"),
         ({"importance": "gauss"}, "choose none or uniform"),
-        ({"obstacle_weight": 5.0}, "has no obstacle"),
+        ({"obstacle_weight": 5.0}, "no cost along paths"),
         ({"obstacle_refine": 0}, "need an integer >= 1"),
         ({"obstacle_ramp_start": 0.0}, "a start factor in"),
     ],
@@ -297,8 +305,15 @@ def test_train_crowd_motion_adjoint_d3(tmp_path):
         "method.gradient=adjoint",
     )
     (folder,) = run_folders(tmp_path)
-    m = read_results(folder)["metrics"]
+    res = read_results(folder)
+    m = res["metrics"]
     assert m["obstacle_weight"] == 500.0 and m["kl_weight"] == 10.0 and m["h1_weight"] == 0.0
+    assert res["hints"] == {
+        "kl_weight": 10.0,
+        "obstacle_weight": 500.0,
+        "h1_weight": 0.0,
+        "obstacle_ramp_steps": 0,
+    }
     assert m["obstacle_cost"] > 0 and 0 <= m["obstacle_fraction"] <= 1
     assert (folder / "density_evolution.png").stat().st_size > 10_000
 
@@ -327,13 +342,15 @@ def test_obstacle_quadratures_agree_on_a_smooth_path():
     coarse = float(method.obstacle_integral(zs, w, None))
     # exact: ∫₀¹ Q(x + 6 t e1) dt for the unit-variance-in-x2 Gaussian obstacle, averaged
     t = torch.linspace(0, 1, 4001)
-    q = problem.obstacle_cost(
+    q = problem.path_cost(
         (x[None] + 6 * t[:, None, None] * torch.tensor([1.0, 0.0])).reshape(-1, 2)
     )
     exact = float(torch.trapezoid(q.reshape(4001, 200).mean(1), t))
     assert fine == pytest.approx(exact, rel=1e-4)
     assert coarse == pytest.approx(exact, rel=1e-2)
-    assert method.extra_metrics(x, problem)["obstacle_fraction"] > 0.05
+    owned = problem.evaluate_method(method, x)
+    assert owned["obstacle_fraction"] > 0.05
+    assert owned["obstacle_cost"] == pytest.approx(fine, rel=1e-6)  # the problem's = the loss's
 
 
 @pytest.mark.slow
@@ -347,7 +364,6 @@ def test_reference_budget_reaches_one_percent(tmp_path, preset):
 
 
 def test_refined_path_sees_a_jump_across_a_wall():
-    from ot_experiments.methods.lagrangian import refine_path
     from ot_experiments.problems.crowd_motion import CrowdMotionProblem
 
     # one step from below the maze1 wall (x2 ∈ [−1, 1)) to above it

@@ -184,7 +184,7 @@ def test_fid_with_a_user_feature_model(task2, tmp_path):
 
 def test_references_only_for_conditional_runs():
     assert reference_for("ncf", "latent", "fmnist_to_mnist", 16)["accuracy_fwd"] == 83.42
-    assert reference_for("ncf", "latent", "mnist_task1", 16, conditional=False) == {}
+    assert reference_for("ncf", "latent", "mnist_task1", 16, {"conditional": False}) == {}
 
 
 def write_tiny_datasets(root, n_train: int = 200, n_test: int = 100) -> None:

@@ -143,6 +143,12 @@ def test_morphing_problem(idx_dir):
     assert prob.bandwidth == prob.bandwidth_end == 1e-4
     assert prob.bandwidth_at(0.0) == pytest.approx(1e-2)
     assert prob.bandwidth_at(0.5) == pytest.approx(1e-3)
+    # the schedule is the problem's: set by progress, final after training
+    assert prob.set_progress(50, 100) == {"bandwidth": pytest.approx(1e-3)}
+    assert prob.bandwidth == pytest.approx(1e-3)
+    prob.set_progress(None, 100)
+    assert prob.bandwidth == pytest.approx(1e-4)
+    assert prob.label == "3to7"
     x = prob.sample_source(100, generator=torch.Generator().manual_seed(0))
     assert x.shape == (100, 2) and torch.isfinite(prob.log_density_target(x)).all()
     # the barycentric map itself has mse_bary 0; the identity does not
@@ -151,9 +157,9 @@ def test_morphing_problem(idx_dir):
     def lookup(z):
         return tbary[torch.cdist(z, centres).argmin(1)]
 
-    metrics = prob.map_metrics(lookup)
+    metrics = prob.evaluate_method(lookup)
     assert metrics["mse_bary"] < 1e-12
-    assert prob.map_metrics(lambda z: z)["mse_bary"] > 1e-3
+    assert prob.evaluate_method(lambda z: z)["mse_bary"] > 1e-3
     # a rectangle moved by a translation: the discrete OT plan is that translation
     shift = tbary - centres
     assert torch.allclose(shift, shift.mean(0).expand_as(shift), atol=0.05)

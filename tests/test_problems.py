@@ -116,3 +116,68 @@ def test_class_mixture_labels_and_density():
     grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     mass = p.log_density_source(grid).exp().sum() * (g[1] - g[0]) ** 2
     assert float(mass) == pytest.approx(1.0, abs=1e-3)
+
+
+# -- the problem → method channel ---------------------------------------------------------
+def test_problem_owned_metrics_reach_a_method_without_paths(tmp_path):
+    """Crowd motion's obstacle metrics come from the problem, so NCF (a static map, charged
+    along straight lines) gets them too; the run records the problem's label and no hints."""
+    from .conftest import FAST, read_results, run_folders, train
+
+    train(tmp_path, *FAST, "problem=crowd_motion", "threads=1")
+    (folder,) = run_folders(tmp_path)
+    res = read_results(folder)
+    assert res["label"] == "test4" and res["hints"] == {}
+    assert res["metrics"]["obstacle_cost"] > 0
+    assert 0 <= res["metrics"]["obstacle_fraction"] <= 1
+
+
+def test_straight_line_paths_cost_what_the_obstacle_charges():
+    """A static map's paths are (1 − t) x + t T(x); for T(x) = x + 6 e1 through test4's Gaussian
+    obstacle the Simpson cost matches a fine trapezoid of Q along the same lines."""
+    from ot_experiments.methods.base import OTMethod
+    from ot_experiments.problems.crowd_motion import CrowdMotionProblem
+
+    class Shift(OTMethod):
+        def transport(self, x):
+            return x + torch.tensor([6.0, 0.0])
+
+    problem = CrowdMotionProblem(2, "test4")
+    method = Shift(problem, optimizer=None)
+    x = problem.sample_source(300, generator=torch.Generator().manual_seed(0))
+    paths = method.paths(x)
+    assert paths.shape == (41, 300, 2)
+    assert torch.allclose(paths[20], x + torch.tensor([3.0, 0.0]))
+    t = torch.linspace(0, 1, 4001)
+    q = problem.path_cost(
+        (x[None] + 6 * t[:, None, None] * torch.tensor([1.0, 0.0])).reshape(-1, 2)
+    )
+    exact = float(torch.trapezoid(q.reshape(4001, 300).mean(1), t))
+    assert problem.evaluate_method(method, x)["obstacle_cost"] == pytest.approx(exact, rel=1e-3)
+
+
+def test_method_hints_fill_only_auto_options():
+    from omegaconf import OmegaConf
+
+    from ot_experiments.problems.crowd_motion import CrowdMotionProblem
+    from ot_experiments.runner import problem_hints
+
+    maze = CrowdMotionProblem(2, "maze1")
+    cfg = OmegaConf.create(
+        {
+            "method": {
+                "name": "lagrangian",
+                "kl_weight": 7.0,
+                "h1_weight": "auto",
+                "obstacle_weight": "auto",
+                "obstacle_ramp_steps": "auto",
+            }
+        }
+    )
+    assert problem_hints(cfg, maze) == {
+        "h1_weight": 0.0,
+        "obstacle_weight": 5e4,
+        "obstacle_ramp_steps": 300,
+    }
+    assert CrowdMotionProblem(2, "maze4").method_hints("lagrangian")["obstacle_ramp_steps"] == 0
+    assert maze.method_hints("ncf") == {}

@@ -41,7 +41,6 @@ QFAST = [
     "method.pool_size=64",
     "method.ratio_steps=4",
     "method.ratio_batch=32",
-    "method.dre_test_points=500",
     "method.kde_points=200",
     "method.eval_points=200",
     "eval_points=200",

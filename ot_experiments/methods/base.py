@@ -72,6 +72,19 @@ class OTMethod(pl.LightningModule):
         """Positions at times ``ts`` (k,), shape (k, n, d)."""
         raise NotImplementedError(f"{type(self).__name__} is not a dynamic method")
 
+    def paths(self, x: Tensor, steps: int = 40) -> Tensor:
+        """Positions on an equally spaced time grid of [0, 1], (k, n, d) with k odd: the
+        method's own path for a dynamic method, else the straight line (1 − t) x + t T(x)."""
+        ts = torch.linspace(0.0, 1.0, steps + 1, device=x.device)
+        if self.is_dynamic:
+            return self.trajectory(x, ts)
+        tx = self.transport(x)
+        return x[None] + ts.to(x.dtype)[:, None, None] * (tx - x)[None]
+
+    def log_ratio_estimates(self, x: Tensor) -> dict[str, Tensor]:
+        """Estimates of log(q/p)(x), (n,) each, by name (density-ratio methods); {} if none."""
+        return {}
+
     def transport_cost(self, x: Tensor) -> float:
         """Estimated W2² = E‖T(x) − x‖² on the given source samples."""
         return float((self.transport(x) - x).square().sum(1).mean())

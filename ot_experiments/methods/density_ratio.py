@@ -142,10 +142,10 @@ def plot_dre(method, problem, out) -> list:
     pad = 0.1 * (high - low)
     gx, gy, pts = _grid(low - pad, high + pad)
     true = problem.log_ratio_true(pts)
-    est = method.log_ratio_estimates(pts, problem)
-    test = method._dre_points(problem)
+    est = method.log_ratio_estimates(pts)
+    test = problem.ratio_test_points()
     test_true = problem.log_ratio_true(test)
-    test_est = method.log_ratio_estimates(test, problem)
+    test_est = method.log_ratio_estimates(test)
     vmin, vmax = float(test_true.min()), float(test_true.max())
     panels = [("true log(q/p)", true, None)]
     names = {"flow_ratio": "Q-flow-ratio", "one_ratio": "1 ratio", "kde": "KDE"}

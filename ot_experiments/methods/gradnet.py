@@ -8,10 +8,6 @@ With T an mGradNet (J_T symmetric PSD by construction) the method minimises, ove
 
 J_T comes in closed form from the network (J = Σ Wᵀ D W, log det by Cholesky); any other
 network (the unconstrained MLP baseline) falls back to ``torch.func`` and ``slogdet``.
-
-Problems with a kernel bandwidth (``mnist_morphing``) expose ``bandwidth_at(progress)``;
-the method sets ``problem.bandwidth`` from it at every step (progress = step / max_steps)
-and resets it to the final value when training ends.
 """
 
 from __future__ import annotations
@@ -96,9 +92,6 @@ class GradNetOT(OTMethod):
         Stop gradients through log q(T(x)) in the label (default False: they flow).
     jacobian : {"auto", "closed_form", "autograd"}
         How J_T is computed; ``auto`` = closed form where the network has one.
-    bandwidth_steps : int or None
-        For problems with a decaying kernel bandwidth (``bandwidth_at``): the number of steps
-        over which it decays; None = trainer.max_steps.
     eval_points : int
         Samples for the validation metrics.
     """
@@ -115,7 +108,6 @@ class GradNetOT(OTMethod):
         batch_size: int = 1000,
         detach_label: bool = False,
         jacobian: str = "auto",
-        bandwidth_steps: int | None = None,
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
@@ -136,7 +128,6 @@ class GradNetOT(OTMethod):
         self.batch_size = int(batch_size)
         self.detach_label = bool(detach_label)
         self.jacobian_mode = jacobian
-        self.bandwidth_steps = bandwidth_steps
         self.psd = is_monotone(self.net)
 
     # maps -------------------------------------------------------------------------------
@@ -170,27 +161,8 @@ class GradNetOT(OTMethod):
                 return net.forward_and_jacobian(x)[1]
         return autograd_jacobian(net, x).detach()
 
-    # bandwidth schedule -----------------------------------------------------------------
-    def schedule_steps(self) -> int:
-        """Steps over which the bandwidth decays: ``bandwidth_steps``, else trainer.max_steps."""
-        if self.bandwidth_steps is not None:
-            return max(int(self.bandwidth_steps), 1)
-        trainer = getattr(self, "_trainer", None)
-        steps = getattr(trainer, "max_steps", None) if trainer is not None else None
-        return max(int(steps), 1) if steps and steps > 0 else 1
-
-    def _update_bandwidth(self, step: int) -> None:
-        if hasattr(self.problem, "bandwidth_at"):
-            progress = min(step / self.schedule_steps(), 1.0)
-            self.problem.bandwidth = self.problem.bandwidth_at(progress)
-
-    def on_train_end(self) -> None:  # noqa: D102
-        if hasattr(self.problem, "bandwidth_at"):
-            self.problem.bandwidth = self.problem.bandwidth_at(1.0)
-
     # loss -------------------------------------------------------------------------------
     def training_loss(self, step: int):
-        self._update_bandwidth(step)
         x = self.problem.sample_source(self.batch_size, device=self.device)
         # the closed-form Jacobian and its Cholesky log det stay in float32 under a
         # mixed-precision autocast (trainer.precision=bf16-mixed / 16-mixed)
@@ -203,8 +175,6 @@ class GradNetOT(OTMethod):
         logs = {
             "abs_residual": monge_ampere_residual(logdet, log_p, log_q).abs().mean().detach(),
         }
-        if hasattr(self.problem, "bandwidth"):
-            logs["bandwidth"] = torch.tensor(float(self.problem.bandwidth))
         return loss, logs
 
     # metrics and figures ------------------------------------------------------------------
@@ -213,8 +183,6 @@ class GradNetOT(OTMethod):
         if "ground_truth" in problem.offers:
             out["mse"] = map_mse(self.transport(x), problem.transport_true(x))
         out["frac_not_monotone"] = fraction_not_monotone(self.jacobian_float64(x[:500]))
-        if hasattr(problem, "map_metrics"):
-            out.update(problem.map_metrics(self.transport))
         return out
 
     def extra_figures(self, out: Path) -> list[Path]:

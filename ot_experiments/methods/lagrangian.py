@@ -1,8 +1,5 @@
 """Lagrangian dynamic OT (docs/methods/lagrangian.md), with crowd motion.
 
-Over 400 lines for now: RK4 / Simpson / trapezoid are to move to a shared ODE module and the
-density figure to plotting (open redesign issue), checked by scripts/check_identical.py.
-
 A velocity field v_θ(x, t) (``networks.nodal``) moves B samples xᵢ ∼ ρ0 along characteristics
 
     dz/dt = v(z, t),  z(0) = x;        dℓ/dt = −∇·v(z, t),  ℓ(0) = ln ρ0(x)   (ℓ = ln ρ(z, t)),
@@ -36,126 +33,15 @@ from torch import Tensor, nn
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
-
-# field(z (n, d), t) → (v (n, d), ∇·v (n,))
-Field = Callable[[Tensor, float], tuple[Tensor, Tensor]]
-
-
-# -- reference hyper-parameters -----------------------------------------------------------
-GAUSSIAN_TESTS = ("shift", "scale_shift", "two_axis_shift")
-
-
-def reference_h1_weight(preset: str | None, d: int) -> float:
-    """The authors' α for the Gaussian Tests 1–3 (docs/methods/lagrangian.md); 1.0 otherwise.
-
-    Tests 1–2 (shift, scale_shift): α = 1 for d ≤ 10, 0.1 above.
-    Test 3 (two_axis_shift): α = 5 for d ≤ 20, 20 above.
-    """
-    if preset == "two_axis_shift":
-        return 5.0 if d <= 20 else 20.0
-    if preset in ("shift", "scale_shift"):
-        return 1.0 if d <= 10 else 0.1
-    return 1.0
-
-
-# -- integration --------------------------------------------------------------------------
-def rk4_step(field: Field, z: Tensor, ell: Tensor, t: float, h: float):
-    """One classical RK4 step of (ż, ℓ̇) = (v, −∇·v) from t to t + h.
-
-    Returns (z', ℓ', v(z, t)) with shapes (n, d), (n,), (n, d); the last is the first stage.
-    """
-    v1, d1 = field(z, t)
-    v2, d2 = field(torch.add(z, v1, alpha=0.5 * h), t + 0.5 * h)
-    v3, d3 = field(torch.add(z, v2, alpha=0.5 * h), t + 0.5 * h)
-    v4, d4 = field(torch.add(z, v3, alpha=h), t + h)
-    z_new = z + (h / 6) * (v1 + v4 + 2 * (v2 + v3))
-    ell_new = ell - (h / 6) * (d1 + d4 + 2 * (d2 + d3))
-    return z_new, ell_new, v1
-
-
-def simpson_nodes(n_intervals: int) -> Tensor:
-    """Times of the composite Simpson rule: t_j = j / (2N), j = 0 … 2N, shape (2N + 1,)."""
-    return torch.linspace(0.0, 1.0, 2 * n_intervals + 1)
-
-
-def rk4_characteristics(
-    field: Field,
-    z0: Tensor,
-    ell0: Tensor,
-    n_intervals: int,
-    n_substeps: int,
-    return_fine: bool = False,
-):
-    """Characteristics on the Simpson nodes by RK4 with N·k equal steps.
-
-    Parameters
-    ----------
-    field : callable
-        (z (n, d), t) → (v (n, d), ∇·v (n,)).
-    z0, ell0 : Tensor
-        Start points (n, d) and ln ρ0 there (n,).
-    n_intervals, n_substeps : int
-        N outer intervals, each integrated with k (even) RK4 steps of 1/(N k).
-
-    return_fine : bool
-        Also return the positions after every RK4 step, (N k + 1, n, d).
-
-    Returns
-    -------
-    zs (2N+1, n, d), ells (2N+1, n), vs (2N+1, n, d): positions, ln ρ and v(z, t) at the
-    Simpson nodes t_j = j/(2N) (``simpson_nodes``) [, z_fine (N k + 1, n, d)].
-    """
-    h = 1.0 / (n_intervals * n_substeps)
-    half = n_substeps // 2
-    z, ell = z0, ell0
-    zs, ells, vs, fine = [z0], [ell0], [], [z0]
-    for step in range(n_intervals * n_substeps):
-        z, ell, v = rk4_step(field, z, ell, step * h, h)
-        fine.append(z)
-        if step % half == 0:
-            vs.append(v)  # v at the node where this step starts
-        if (step + 1) % half == 0:
-            zs.append(z)
-            ells.append(ell)
-    vs.append(field(z, 1.0)[0])
-    out = (torch.stack(zs), torch.stack(ells), torch.stack(vs))
-    return (*out, torch.stack(fine)) if return_fine else out
-
-
-def rk4_path(field: Field, z0: Tensor, ts: Tensor, max_step: float) -> Tensor:
-    """Positions z(t) at the increasing times ``ts`` (k,) ⊂ [0, 1], z(0) = z0; (k, n, d).
-
-    Between consecutive requested times RK4 takes ⌈Δt / max_step⌉ equal steps.
-    """
-    out, z, t = [], z0, 0.0
-    ell = torch.zeros(z0.shape[0], dtype=z0.dtype, device=z0.device)
-    for t_next in ts.tolist():
-        n = max(1, math.ceil((t_next - t) / max_step - 1e-9)) if t_next > t else 0
-        for i in range(n):
-            dt = (t_next - t) / n
-            z, ell, _ = rk4_step(field, z, ell, t + i * dt, dt)
-        t = t_next if n else t
-        out.append(z)
-    return torch.stack(out)
-
-
-def simpson(values: Tensor, n_intervals: int) -> Tensor:
-    """Composite Simpson rule on [0, 1]: Σₙ (h/6)[f(tₙ) + 4 f(tₙ + h/2) + f(tₙ₊₁)], h = 1/N.
-
-    ``values`` (2N + 1, ...) on ``simpson_nodes(N)`` → (...).
-    """
-    w = torch.ones(2 * n_intervals + 1, dtype=values.dtype, device=values.device)
-    w[1::2] = 4.0
-    w[2:-1:2] = 2.0
-    w = w / (6 * n_intervals)
-    return torch.tensordot(w, values, dims=1)
-
-
-def trapezoid(values: Tensor, n_intervals: int) -> Tensor:
-    """Composite trapezoid rule on [0, 1] over N + 1 equally spaced values (N + 1, ...)."""
-    w = torch.ones(n_intervals + 1, dtype=values.dtype, device=values.device)
-    w[0] = w[-1] = 0.5
-    return torch.tensordot(w / n_intervals, values, dims=1)
+from ot_experiments.networks.nodal import FrozenField
+from ot_experiments.ode import (
+    refine_path,
+    rk4_characteristics,
+    rk4_path,
+    rk4_stage_times,
+    simpson,
+    trapezoid,
+)
 
 
 # -- the loss terms as pure functions -----------------------------------------------------
@@ -188,57 +74,6 @@ def obstacle_ramp_factor(step: int, ramp_steps: int, start: float) -> float:
     return start ** (1.0 - step / ramp_steps)
 
 
-AUTO_RAMP_STEPS = 300  # obstacle_ramp_steps=auto for maze walls (maze1-3)
-OBSTACLE_REFINE = 8  # points per RK4 step for obstacle_fraction
-
-
-def refine_path(path: Tensor, r: int) -> Tensor:
-    """Points on the straight segments between consecutive positions, r per segment.
-
-    ``path`` (k + 1, n, d) → ((k r) + 1, n, d): z_j + (i/r)(z_{j+1} − z_j), i = 0 … r − 1,
-    then the last position. A characteristic that jumps across a thin obstacle within one
-    time step leaves points inside it (the positions alone would not).
-    """
-    frac = torch.arange(r, dtype=path.dtype, device=path.device) / r  # (r,)
-    seg = path[:-1, None] + frac[None, :, None, None] * (path[1:] - path[:-1])[:, None]
-    return torch.cat([seg.reshape(-1, *path.shape[1:]), path[-1:]])
-
-
-def rk4_stage_times(n_steps: int) -> list[float]:
-    """Every time at which RK4 with ``n_steps`` equal steps on [0, 1] evaluates the field."""
-    h = 1.0 / n_steps
-    return sorted({round(k * h / 2, 12) for k in range(2 * n_steps + 1)})
-
-
-class FrozenField:
-    """(z, t) ↦ (v(z, t), ∇·v(z, t)) with the network's layers at known times batched.
-
-    ``net.layers(times)`` builds every effective layer in a few tensor operations, so each
-    RK4 stage costs only two matrix products and a tanh. Times not in ``times`` fall back to
-    ``net.layer(t)``.
-    """
-
-    def __init__(self, net: nn.Module, times: list[float]) -> None:
-        self.net = net
-        self.index = {round(t, 12): j for j, t in enumerate(times)}
-        w1, b1, w2, b2 = net.layers(torch.tensor(times))
-        c = (w2.transpose(1, 2) * w1).sum(-1)  # (S, K): W2[:, k]·W1[k, :]
-        # unbind once: indexing the stacked tensors at every stage would make autograd build
-        # a zero (S, K, d) gradient per stage (SelectBackward), a cost growing with S·d
-        self.w1t = w1.transpose(1, 2).unbind(0)  # S × (d, K)
-        self.w2t = w2.transpose(1, 2).unbind(0)  # S × (K, d)
-        self.b1, self.b2 = b1.unbind(0), b2.unbind(0)
-        self.c, self.c_sum = c.unbind(0), c.sum(-1).unbind(0)
-
-    def __call__(self, z: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        j = self.index.get(round(float(t), 12))
-        if j is None:
-            return self.net.velocity_and_divergence(z, t)
-        h = torch.tanh(torch.addmm(self.b1[j], z, self.w1t[j]))
-        v = torch.addmm(self.b2[j], h, self.w2t[j])
-        return v, self.c_sum[j] - (h * h) @ self.c[j]
-
-
 class _AugmentedField(nn.Module):
     """(t, (z, ℓ)) ↦ (v(z, t), −∇·v(z, t)), the right-hand side for torchdiffeq."""
 
@@ -268,12 +103,9 @@ class Lagrangian(OTMethod):
         N outer intervals (Simpson) × k RK4 sub-steps each (reference 10 × 4; k even).
     batch_size : int
         B characteristics per step (reference 1024).
-    kl_weight : float or "auto"
-        λ; auto: the problem's ``lambda_kl`` (crowd motion) or 1000.
-    h1_weight : float or "auto"
-        α; auto: 0 with an obstacle, ``reference_h1_weight(preset, d)`` for Gaussians.
-    obstacle_weight : float or "auto"
-        λ_P; auto: the problem's ``lambda_fp`` when it offers an obstacle, else 0.
+    kl_weight, h1_weight, obstacle_weight : float or "auto"
+        λ, α and λ_P. ``auto`` takes the problem's value (``Problem.method_hints``: the
+        Gaussian Tests' α, crowd motion's λ_KL, λ_FP and α = 0), else λ = 1000, α = 1, λ_P = 0.
     h1_points, h1_box : int, float
         s uniform points on [−c, c]^d for R (reference 5000, c = 10).
     h1_normalization : {"sum", "mean"}
@@ -288,8 +120,8 @@ class Lagrangian(OTMethod):
         that jumps a thin wall within one step pay for it (and get a gradient).
     obstacle_ramp_steps, obstacle_ramp_start : int or "auto", float
         Continuation of λ_P: the weight at step k is λ_P · ``obstacle_ramp_factor`` (geometric
-        from start·λ_P to λ_P over the ramp steps; 0 steps = no ramp). auto: 300 steps for the
-        maze walls (maze1–maze3; maze4 has its own continuation), else 0.
+        from start·λ_P to λ_P over the ramp steps; 0 steps = no ramp). auto: the problem's
+        value (crowd motion: 300 steps for the maze walls of maze1–maze3), else 0.
     importance : {"none", "uniform"}
         Sample the characteristics from ρ0 or from μ0 = U([−c, c]^d), c = ``importance_box``.
     """
@@ -343,9 +175,7 @@ class Lagrangian(OTMethod):
             )
         self.obstacle_refine = int(obstacle_refine)
         if obstacle_ramp_steps == "auto":
-            case = getattr(problem, "case", None)
-            walls = bool(getattr(case, "rects", ())) and not getattr(case, "continuation", False)
-            obstacle_ramp_steps = AUTO_RAMP_STEPS if walls else 0
+            obstacle_ramp_steps = 0
         if int(obstacle_ramp_steps) < 0 or not 0 < float(obstacle_ramp_start) <= 1:
             raise ConfigError(
                 f"method.obstacle_ramp_steps={obstacle_ramp_steps}, "
@@ -367,20 +197,14 @@ class Lagrangian(OTMethod):
         self.net = network(in_dim=self.dim, out_dim=self.dim)
         self.n_intervals, self.n_substeps = int(n_intervals), int(n_substeps)
         self.batch_size = int(batch_size)
-        has_obstacle = "obstacle" in problem.offers
-        preset = getattr(problem, "preset", None)
-        self.kl_weight = float(
-            getattr(problem, "lambda_kl", 1000.0) if kl_weight == "auto" else kl_weight
-        )
-        if h1_weight == "auto":
-            h1_weight = 0.0 if has_obstacle else reference_h1_weight(preset, self.dim)
-        self.h1_weight = float(h1_weight)
-        if obstacle_weight == "auto":
-            obstacle_weight = problem.lambda_fp if has_obstacle else 0.0
-        if float(obstacle_weight) != 0 and not has_obstacle:
+        # "auto" values the problem did not fill (Problem.method_hints) fall back to these
+        self.kl_weight = float(1000.0 if kl_weight == "auto" else kl_weight)
+        self.h1_weight = float(1.0 if h1_weight == "auto" else h1_weight)
+        obstacle_weight = 0.0 if obstacle_weight == "auto" else obstacle_weight
+        if float(obstacle_weight) != 0 and "path_cost" not in problem.offers:
             raise ConfigError(
-                "method.obstacle_weight is set but the problem has no obstacle; "
-                "use problem=crowd_motion or obstacle_weight=0"
+                "method.obstacle_weight is set but the problem has no cost along paths "
+                "(e.g. an obstacle); use problem=crowd_motion or obstacle_weight=0"
             )
         self.obstacle_weight = float(obstacle_weight)
         self.h1_points, self.h1_box = int(h1_points), float(h1_box)
@@ -458,7 +282,7 @@ class Lagrangian(OTMethod):
         jump a thin wall between quadrature points) or with the Simpson nodes only (``nodes``).
         """
         k, n, d = zs.shape
-        q = self.problem.obstacle_cost(zs.reshape(k * n, d), step=step).reshape(k, n)
+        q = self.problem.path_cost(zs.reshape(k * n, d), step=step).reshape(k, n)
         return simpson(q @ weights, (k - 1) // 2)
 
     def training_loss(self, step: int):
@@ -521,123 +345,37 @@ class Lagrangian(OTMethod):
         w = torch.full((x.shape[0],), 1.0 / x.shape[0], device=vs.device)
         return float(kinetic_energy(vs, w, self.n_intervals))
 
-    def extra_metrics(self, x: Tensor, problem) -> dict[str, float]:
-        """kl, map_cost = mean ‖z(1) − x‖² (≤ E), obstacle_cost, obstacle_fraction.
+    def paths(self, x: Tensor) -> Tensor:
+        """Positions after every RK4 step, (N k + 1, n, d): the characteristics the method
+        integrates (equal steps on [0, 1]), for costs a problem charges along paths."""
+        return self._integrate(x)[3].to(x.device)
 
-        ``obstacle_fraction``: share of the points of the characteristics inside the obstacle
-        core, on every RK4 step refined to ``OBSTACLE_REFINE`` points per step along straight
-        segments (``refine_path``), so that jumps across a thin wall are counted.
-        """
-        zs, ells, _, z_fine = self._integrate(x)
+    def extra_metrics(self, x: Tensor, problem) -> dict[str, float]:
+        """kl, map_cost = mean ‖z(1) − x‖² (≤ E), and the weights λ, α, λ_P used."""
+        zs, ells, _, _ = self._integrate(x)
         n = x.shape[0]
         w = torch.full((n,), 1.0 / n, device=zs.device)
-        out = {
+        return {
             "kl": float(kl_estimate(ells[-1], problem.log_density_target(zs[-1]), w)),
             "map_cost": float((zs[-1] - zs[0]).square().sum(1).mean()),
             "kl_weight": self.kl_weight,
             "h1_weight": self.h1_weight,
             "obstacle_weight": self.obstacle_weight,
         }
-        if "obstacle" in problem.offers:
-            out["obstacle_cost"] = float(self.obstacle_integral(z_fine, w, None))
-            path = refine_path(z_fine, OBSTACLE_REFINE)
-            k, m, d = path.shape
-            out["obstacle_fraction"] = float(
-                problem.in_obstacle_core(path.reshape(k * m, d)).float().mean()
-            )
-        return out
 
     def extra_figures(self, out: Path) -> list[Path]:
-        """Density snapshots with characteristics (and the obstacle) → ``density_evolution.png``."""
+        """Density snapshots with characteristics → ``density_evolution.png``."""
+        from ot_experiments.plotting import plot_density_evolution
+
         path = Path(out) / "density_evolution.png"
         plot_density_evolution(self, self.problem, path)
         return [path]
 
 
-SNAPSHOT_TIMES = (0.0, 0.2, 0.5, 0.8, 1.0)
-
-
-def plot_density_evolution(
-    method: Lagrangian, problem, path: Path, n: int = 20_000, n_lines: int = 40, bins: int = 120
-) -> None:
-    """Densities of z(t) at t = 0, 1/5, 1/2, 4/5, 1 and of ρ1, first two coordinates.
-
-    Each panel is a 2-D histogram of n pushed samples (the marginal of (z₁, z₂) for d > 2)
-    with ``n_lines`` characteristics in red; an obstacle, when the problem has one, is
-    shaded in grey (Q on the (x1, x2) plane, other coordinates 0).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    g = torch.Generator().manual_seed(2)
-    x = problem.sample_source(n, generator=g)
-    y = problem.sample_target(n, generator=g)
-    fine = torch.linspace(0, 1, 4 * method.n_intervals + 1)
-    ts = torch.unique(torch.cat([fine, torch.tensor(SNAPSHOT_TIMES)]))
-    path_z = method.trajectory(x, ts)[..., :2]
-    lines = path_z[:, :n_lines].permute(1, 0, 2).numpy()
-    snaps = [path_z[int(torch.argmin((ts - t).abs()))] for t in SNAPSHOT_TIMES]
-    if hasattr(problem, "plot_box"):
-        box = problem.plot_box()
-    else:
-        pts = torch.cat([x[:, :2], y[:, :2], *snaps])
-        lo, hi = pts.quantile(0.002, 0), pts.quantile(0.998, 0)
-        pad = 0.1 * (hi - lo)
-        box = (
-            float(lo[0] - pad[0]),
-            float(hi[0] + pad[0]),
-            float(lo[1] - pad[1]),
-            float(hi[1] + pad[1]),
-        )
-    shade = None
-    if "obstacle" in problem.offers:
-        g1 = torch.linspace(box[0], box[1], 300)
-        g2 = torch.linspace(box[2], box[3], 300)
-        grid = torch.stack(torch.meshgrid(g1, g2, indexing="xy"), -1).reshape(-1, 2)
-        grid = torch.cat([grid, torch.zeros(len(grid), problem.dim - 2)], 1)
-        shade = problem.obstacle_cost(grid).reshape(300, 300).numpy()
-    panels = [*zip([f"t = {t:g}" for t in SNAPSHOT_TIMES], snaps), ("target ρ1", y[:, :2])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-    for ax, (title, pts) in zip(axes, panels):
-        hist = torch.histogramdd(pts.double(), bins=[bins, bins], range=[*box], density=True).hist
-        ax.imshow(hist.T.numpy(), origin="lower", extent=box, cmap="viridis", aspect="equal")
-        if shade is not None:
-            ax.contourf(
-                torch.linspace(box[0], box[1], 300).numpy(),
-                torch.linspace(box[2], box[3], 300).numpy(),
-                shade,
-                levels=[0.05 * shade.max(), 0.5 * shade.max(), shade.max() * 1.0001],
-                colors=["0.75", "0.45"],
-                alpha=0.6,
-            )
-        if title != "target ρ1":
-            for line in lines:
-                ax.plot(line[:, 0], line[:, 1], color="red", lw=0.5, alpha=0.7)
-        ax.set_xlim(box[0], box[1])
-        ax.set_ylim(box[2], box[3])
-        ax.set_title(title, fontsize=9)
-    name = getattr(problem, "case_name", None) or getattr(problem, "preset", "")
-    fig.suptitle(f"{type(problem).__name__} {name} d={problem.dim}: density of z(t) (x1, x2)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 __all__ = [
     "Lagrangian",
-    "plot_density_evolution",
     "h1_regulariser",
     "kinetic_energy",
     "kl_estimate",
-    "reference_h1_weight",
     "obstacle_ramp_factor",
-    "refine_path",
-    "rk4_characteristics",
-    "rk4_path",
-    "rk4_step",
-    "simpson",
-    "simpson_nodes",
-    "trapezoid",
 ]

@@ -41,7 +41,6 @@ from ot_experiments.methods.density_ratio import (
     flow_ratio_loss,
     kde_log_ratio,
     logistic_ratio_loss,
-    mean_absolute_error,
     median_bandwidth,
 )
 from ot_experiments.metrics.distances import exact_plan
@@ -254,7 +253,7 @@ class QFlow(OTMethod):
         draws from (re-pushed after every flow update).
     density_ratio : {"auto", True, False}
         Train the Q-flow-ratio net (and the 1-ratio baseline) at the end; ``auto``: when the
-        problem has densities but no closed-form OT map (``problem=dre_mixtures``).
+        problem asks for it (``method_hints``: ``problem=dre_mixtures``), else not.
     ratio_steps, ratio_lr, ratio_batch, ratio_times : int, float, int, int
         Steps, learning rate and batch per time of the ratio nets; number of grid times.
     ratio_pool_size : int
@@ -266,8 +265,8 @@ class QFlow(OTMethod):
         the pushed pool at every time (its last set estimates T#P, not Q).
     ratio_lr_final : float
         The ratio nets' lr decays exponentially to ``ratio_lr_final`` × ``ratio_lr``.
-    dre_test_points, kde_points, kde_factor : int, int, float
-        Test points of the MAE metrics; samples per side and bandwidth factor of the KDE.
+    kde_points, kde_factor : int, float
+        Samples per side and bandwidth factor of the KDE baseline.
     """
 
     has_inverse = True
@@ -323,7 +322,6 @@ class QFlow(OTMethod):
         ratio_pool_size: int = 20_000,
         ratio_ends: str = "real",
         ratio_lr_final: float = 1.0,
-        dre_test_points: int = 10_000,
         kde_points: int = 5000,
         kde_factor: float = 0.1,
         eval_points: int = 2000,
@@ -359,13 +357,8 @@ class QFlow(OTMethod):
         self.clf = nn.ModuleDict(
             {"fwd": classifier(in_dim=d, out_dim=1), "bwd": classifier(in_dim=d, out_dim=1)}
         )
-        offers = problem.offers
-        if density_ratio == "auto":
-            density_ratio = (
-                ratio_network is not None
-                and "log_density" in offers
-                and "ground_truth" not in offers
-            )
+        if density_ratio == "auto":  # not filled by the problem's method_hints
+            density_ratio = False
         self.density_ratio = bool(density_ratio)
         if self.density_ratio:
             self.ratio_net = ratio_network(in_dim=d)
@@ -388,7 +381,7 @@ class QFlow(OTMethod):
         self.ratio_pool_size, self.ratio_ends = int(ratio_pool_size), ratio_ends
         self.ratio_lr_final = float(ratio_lr_final)
         self._ratio_step_count = 0
-        self.dre_test_points, self.kde_points = int(dre_test_points), int(kde_points)
+        self.kde_points = int(kde_points)
         self.kde_factor = float(kde_factor)
         self.schedule: list[Action] | None = None
         self._pools: dict[str, Tensor | None] = {"fwd": None, "bwd": None}
@@ -627,23 +620,15 @@ class QFlow(OTMethod):
             self._kde_cache = {"p": p, "q": q, "h": median_bandwidth(p, q, self.kde_factor)}
         return self._kde_cache
 
-    def _dre_points(self, problem) -> Tensor:
-        """Half source, half target samples (fixed seed) for the MAE metrics, (n, d)."""
-        g = torch.Generator().manual_seed(4242)
-        n = self.dre_test_points
-        return torch.cat(
-            [
-                problem.sample_source(n // 2, generator=g),
-                problem.sample_target(n - n // 2, generator=g),
-            ]
-        )
-
     @torch.no_grad()
-    def log_ratio_estimates(self, x: Tensor, problem) -> dict[str, Tensor]:
-        """log(q/p)(x) by the flow-ratio net, the 1-ratio classifier and KDE, each (n,)."""
+    def log_ratio_estimates(self, x: Tensor) -> dict[str, Tensor]:
+        """log(q/p)(x) by the flow-ratio net, the 1-ratio classifier and KDE, each (n,); {}
+        before the ratio nets are trained (or without ``density_ratio``)."""
+        if not (self.density_ratio and self._ratio_trained):
+            return {}
         ts = torch.linspace(0.0, 1.0, self.ratio_times)
         z = x.to(self.device)
-        kde = self._kde(problem)
+        kde = self._kde(self.problem)
         return {
             "flow_ratio": flow_log_ratio(self.ratio_net, z, ts).cpu(),
             "one_ratio": self.one_ratio(z)[:, 0].cpu(),
@@ -664,12 +649,7 @@ class QFlow(OTMethod):
                     y = problem.sample_target(len(x), generator=torch.Generator().manual_seed(5))
                     sy = self.inverse_transport(y).to(self.device)
                     out["kl_bwd"] = float(-self.clf["bwd"](sy)[:, 0].mean())
-        if self.density_ratio and self._ratio_trained and hasattr(problem, "log_ratio_true"):
-            pts = self._dre_points(problem)
-            true = problem.log_ratio_true(pts)
-            est = self.log_ratio_estimates(pts, problem)
-            for name, e in est.items():
-                out[f"mae_{name}"] = mean_absolute_error(e, true)
+        if self.density_ratio and self._ratio_trained:  # the MAEs: problem.evaluate_method
             out["kde_bandwidth"] = self._kde(problem)["h"]
         return out
 

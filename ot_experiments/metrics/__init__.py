@@ -33,8 +33,8 @@ def evaluate(
       (biased upwards in high d: ~90 at d = 64 where the truth is ~5 with 2,000 points), and
       two sample metrics that stay meaningful there: ``sinkhorn_divergence`` (debiased, POT)
       and ``sliced_w2`` (sliced 2-Wasserstein, 500 directions);
-    - whatever ``method.extra_metrics(x, problem)`` adds, and with ``full`` what
-      ``problem.evaluate_method(method)`` adds.
+    - whatever ``method.extra_metrics(x, problem)`` and the problem's own metrics
+      (``problem.evaluate_method(method, x, full)``) add.
     """
     g = torch.Generator().manual_seed(seed)
     x = problem.sample_source(n, generator=g)
@@ -73,8 +73,7 @@ def evaluate(
         out["sinkhorn_divergence"] = sinkhorn_divergence(tx, y)[0]
         out["sliced_w2"] = sliced_w2(tx, y)
     out.update(method.extra_metrics(x, problem))
-    if full:
-        out.update(problem.evaluate_method(method))
+    out.update(problem.evaluate_method(method, x, full))
     return out
 
 

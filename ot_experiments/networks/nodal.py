@@ -221,7 +221,37 @@ class NodalWeightsVelocity(_TanhNodes):
         return lerp(self.w1), lerp(self.b1), lerp(self.w2), lerp(self.b2.sum(1))
 
 
+class FrozenField:
+    """(z, t) ↦ (v(z, t), ∇·v(z, t)) with the network's layers at known times batched.
+
+    ``net.layers(times)`` builds every effective layer in a few tensor operations, so each
+    RK4 stage costs only two matrix products and a tanh. Times not in ``times`` fall back to
+    ``net.layer(t)``.
+    """
+
+    def __init__(self, net: nn.Module, times: list[float]) -> None:
+        self.net = net
+        self.index = {round(t, 12): j for j, t in enumerate(times)}
+        w1, b1, w2, b2 = net.layers(torch.tensor(times))
+        c = (w2.transpose(1, 2) * w1).sum(-1)  # (S, K): W2[:, k]·W1[k, :]
+        # unbind once: indexing the stacked tensors at every stage would make autograd build
+        # a zero (S, K, d) gradient per stage (SelectBackward), a cost growing with S·d
+        self.w1t = w1.transpose(1, 2).unbind(0)  # S × (d, K)
+        self.w2t = w2.transpose(1, 2).unbind(0)  # S × (K, d)
+        self.b1, self.b2 = b1.unbind(0), b2.unbind(0)
+        self.c, self.c_sum = c.unbind(0), c.sum(-1).unbind(0)
+
+    def __call__(self, z: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        j = self.index.get(round(float(t), 12))
+        if j is None:
+            return self.net.velocity_and_divergence(z, t)
+        h = torch.tanh(torch.addmm(self.b1[j], z, self.w1t[j]))
+        v = torch.addmm(self.b2[j], h, self.w2t[j])
+        return v, self.c_sum[j] - (h * h) @ self.c[j]
+
+
 __all__ = [
+    "FrozenField",
     "NodalVelocity",
     "NodalWeightsVelocity",
     "hat_weights",

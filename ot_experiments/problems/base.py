@@ -6,7 +6,13 @@ A problem never imports a method. It declares what it offers in ``offers``:
 - ``"labels"``: class-conditional sampling (``classes``, ``cls=`` argument)
 - ``"log_density"``: ``log_density_source`` / ``log_density_target``
 - ``"ground_truth"``: ``transport_true`` / ``inverse_transport_true`` / ``w2_sq_true``
-- ``"obstacle"``: ``obstacle_cost`` (crowd motion)
+- ``"path_cost"``: ``path_cost``, a running cost Q(x) paid along paths (crowd motion's
+  obstacle)
+
+and talks to methods through a few hooks, all optional: ``label`` (the table cell),
+``method_hints`` (settings for a method's ``auto`` options), ``set_progress`` (state that
+changes during training, driven by a callback), ``evaluate_method`` / ``baselines`` /
+``figures`` (metrics and figures the problem owns, for every method that runs on it).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-CAPABILITIES = ("samples", "labels", "log_density", "ground_truth", "obstacle")
+CAPABILITIES = ("samples", "labels", "log_density", "ground_truth", "path_cost")
 
 
 class Problem:
@@ -75,9 +81,39 @@ class Problem:
         """Exact W2² = min E‖x − T(x)‖²."""
         raise NotImplementedError(f"{type(self).__name__} has no ground-truth cost")
 
-    # -- problem-specific evaluation (e.g. colour transfer) ------------------------------
-    def evaluate_method(self, method) -> dict[str, float]:
-        """Problem-specific metrics of a trained method, added to ``evaluate``'s output."""
+    def path_cost(self, x: Tensor, step: int | None = None) -> Tensor:
+        """Running cost Q(x) (n,) paid along paths; ``step``: the training step (None after
+        training), for costs that are continued during training."""
+        raise NotImplementedError(f"{type(self).__name__} has no cost along paths")
+
+    # -- the channel to methods ---------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """The cell of a table this problem instance is (a preset, case or task); "" if none."""
+        return ""
+
+    def method_hints(self, method: str) -> dict[str, object]:
+        """Settings for method ``method``'s ``auto`` options on this problem, e.g.
+        ``{"kl_weight": 10.0}``; the runner fills them in (and prints them) before the method
+        is built. Options the method has no ``auto`` value for are left alone."""
+        return {}
+
+    def set_progress(self, step: int | None, steps: int) -> dict[str, float]:
+        """Update state that changes during training: the ``ProblemProgress`` callback calls
+        this before every training step (``step`` of ``steps``) and with ``step=None`` after
+        training (the final state); returns values to log, e.g. ``{"bandwidth": 1e-3}``."""
+        return {}
+
+    def plot_box(self) -> tuple[float, float, float, float] | None:
+        """(x1lo, x1hi, x2lo, x2hi) of the figures, or None: from the data."""
+        return None
+
+    # -- problem-owned evaluation -------------------------------------------------------
+    def evaluate_method(self, method, x: Tensor, full: bool = True) -> dict[str, float]:
+        """Metrics this problem owns, of any ``method`` that runs on it (its ``transport``,
+        ``inverse_transport``, ``paths``, ``log_ratio_estimates``), added to ``evaluate``'s
+        output; ``x`` (n, dim) are the evaluation's source samples; ``full`` is False at
+        validation (skip what is slow)."""
         return {}
 
     def baselines(self) -> dict[str, dict]:

@@ -229,7 +229,14 @@ class ColorTransferProblem(Problem):
             out["backward"] = self.recolour(method.inverse_transport, self.target_image)
         return out
 
-    def evaluate_method(self, method) -> dict[str, float]:
+    @property
+    def label(self) -> str:
+        """The image pair, e.g. "skimage:coffee>skimage:rocket" (a T4 cell)."""
+        return f"{self.source_name}>{self.target_name}"
+
+    def evaluate_method(self, method, x: Tensor, full: bool = True) -> dict[str, float]:
+        if not full:  # images and classifiers: only at the end
+            return {}
         imgs = self.recoloured(method)
         metrics = colour_metrics(imgs["forward"], self.target_image)
         if "backward" in imgs:

@@ -132,6 +132,10 @@ def continuation_factor(step: int | None, every: int = 100, top: int = 6) -> flo
     return 10.0**m
 
 
+WALL_RAMP_STEPS = 300  # continuation of λ_FP (method hint) for the maze walls of maze1-3
+CORE_REFINE = 8  # points per path step for obstacle_fraction
+
+
 class CrowdMotionProblem(Problem):
     """Gaussian crowds with an obstacle cost Q (see the module docstring for the cases).
 
@@ -144,11 +148,11 @@ class CrowdMotionProblem(Problem):
     blur : float
         Gaussian blur (standard deviation) of the maze rectangles; 0 = plain indicator.
     lambda_fp, lambda_kl : float, optional
-        Obstacle weight λ_FP and KL weight λ_KL; None = the case's paper value. The
-        ``lagrangian`` method reads them when its own weights are ``auto``.
+        Obstacle weight λ_FP and KL weight λ_KL; None = the case's paper value. They reach
+        the ``lagrangian`` method's ``auto`` weights through ``method_hints``.
     """
 
-    offers = frozenset({"samples", "log_density", "obstacle"})
+    offers = frozenset({"samples", "log_density", "path_cost"})
 
     def __init__(
         self,
@@ -204,8 +208,26 @@ class CrowdMotionProblem(Problem):
     def target_variance(self) -> float:
         return self.dim * self.case.var
 
+    @property
+    def label(self) -> str:
+        """The case, e.g. "maze1" (a T2 cell)."""
+        return self.case_name
+
+    def method_hints(self, method: str) -> dict[str, object]:
+        """Lagrangian: λ_KL, λ_FP, no H¹ term, and a 300-step continuation of λ_FP for the
+        maze walls of maze1–maze3 (without it maze1 tunnels; maze4 has its own)."""
+        if method != "lagrangian":
+            return {}
+        walls = bool(self.case.rects) and not self.case.continuation
+        return {
+            "kl_weight": self.lambda_kl,
+            "obstacle_weight": self.lambda_fp,
+            "h1_weight": 0.0,
+            "obstacle_ramp_steps": WALL_RAMP_STEPS if walls else 0,
+        }
+
     # the obstacle -------------------------------------------------------------------------
-    def obstacle_cost(self, x: Tensor, step: int | None = None) -> Tensor:
+    def path_cost(self, x: Tensor, step: int | None = None) -> Tensor:
         """Q(x) (n,) of the first two coordinates; maze4 scales it by 10^m(step)."""
         q = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for w, m, v in self.case.gaussians:
@@ -219,12 +241,12 @@ class CrowdMotionProblem(Problem):
     def _gaussian_max(self) -> float:
         g = torch.linspace(-6, 6, 601, dtype=torch.float64)
         grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-        return float(self.obstacle_cost(grid).max())
+        return float(self.path_cost(grid).max())
 
     def in_obstacle_core(self, x: Tensor) -> Tensor:
         """Boolean (n,): Q(x) ≥ ½ max Q (Gaussian obstacles) or inside a maze rectangle."""
         if self.case.gaussians:
-            return self.obstacle_cost(x) >= 0.5 * self._q_max
+            return self.path_cost(x) >= 0.5 * self._q_max
         inside = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for r in self.case.rects:
             inside |= r.window(x, 0.0) > 0
@@ -233,6 +255,23 @@ class CrowdMotionProblem(Problem):
     def plot_box(self) -> tuple[float, float, float, float]:
         """(x1lo, x1hi, x2lo, x2hi) of the figures."""
         return (-6.0, 6.0, -6.0, 6.0)
+
+    def evaluate_method(self, method, x: Tensor, full: bool = True) -> dict[str, float]:
+        """``obstacle_cost`` = ∫₀¹ mean Q(z(t)) dt (Simpson over the method's ``paths``) and
+        ``obstacle_fraction``: the share of path points inside the obstacle core, with every
+        path step refined to ``CORE_REFINE`` points on straight segments so that a jump
+        across a thin wall is counted."""
+        from ot_experiments.ode import refine_path, simpson
+
+        path = method.paths(x).to(x.device, x.dtype)  # (k, n, d), k odd
+        k, n, d = path.shape
+        q = self.path_cost(path.reshape(k * n, d)).reshape(k, n)
+        w = torch.full((n,), 1.0 / n, dtype=q.dtype, device=q.device)
+        out = {"obstacle_cost": float(simpson(q @ w, (k - 1) // 2))}
+        fine = refine_path(path, CORE_REFINE)
+        inside = self.in_obstacle_core(fine.reshape(-1, d))
+        out["obstacle_fraction"] = float(inside.float().mean())
+        return out
 
 
 __all__ = [

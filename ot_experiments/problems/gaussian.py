@@ -100,6 +100,18 @@ def _preset(name: str, d: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tens
 PRESETS = ("ncf_benchmark", "shift", "scale_shift", "two_axis_shift", "wishart", "gaussian2d")
 
 
+# The Lagrangian paper's Tests 1-3 and the H¹ weight α its authors used for each
+LAGRANGIAN_TESTS = ("shift", "scale_shift", "two_axis_shift")
+
+
+def lagrangian_h1_weight(preset: str, d: int) -> float:
+    """α of the Lagrangian method on Tests 1–3: Tests 1–2 (shift, scale_shift) α = 1 for
+    d ≤ 10, 0.1 above; Test 3 (two_axis_shift) α = 5 for d ≤ 20, 20 above."""
+    if preset == "two_axis_shift":
+        return 5.0 if d <= 20 else 20.0
+    return 1.0 if d <= 10 else 0.1
+
+
 class GaussianProblem(Problem):
     """A pair of Gaussians with the exact OT map and cost.
 
@@ -126,6 +138,17 @@ class GaussianProblem(Problem):
         self.map_matrix = gaussian_ot_matrix(c0, c1)
         self.map_matrix_inv = torch.linalg.inv(self.map_matrix)
         self._w2_sq = gaussian_w2_sq(m0, c0, m1, c1)
+
+    @property
+    def label(self) -> str:
+        """The preset (a table cell: T1a's ncf_benchmark, T1c's Tests 1–3, ...)."""
+        return self.preset
+
+    def method_hints(self, method: str) -> dict[str, object]:
+        """Lagrangian Tests 1–3: the authors' H¹ weight α per test and d (T1b/T1c)."""
+        if method == "lagrangian" and self.preset in LAGRANGIAN_TESTS:
+            return {"h1_weight": lagrangian_h1_weight(self.preset, self.dim)}
+        return {}
 
     # samples --------------------------------------------------------------------------
     def _sample(self, mean, chol, n, generator, device) -> Tensor:

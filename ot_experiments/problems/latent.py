@@ -266,7 +266,14 @@ class LatentProblem(Problem):
             out[f"fid_{name}_vae"] = frechet_distance(feats, self.features(b, b.decode(b.test_z)))
         return out
 
-    def evaluate_method(self, method) -> dict[str, float]:
+    @property
+    def label(self) -> str:
+        """The task, e.g. "mnist_task1" (a T5 cell)."""
+        return self.task
+
+    def evaluate_method(self, method, x: Tensor, full: bool = True) -> dict[str, float]:
+        if not full:  # images and classifiers: only at the end
+            return {}
         out = self.scores(
             method.transport, method.inverse_transport if method.has_inverse else None
         )

@@ -46,6 +46,8 @@ class GaussianMixturePairProblem(Problem):
         Component means, shapes (K_P, d) and (K_Q, d).
     source_covs, target_covs : list of d×d lists
         Component covariances, shapes (K_P, d, d) and (K_Q, d, d).
+    ratio_test_points : int
+        Test points of the log-ratio metrics (half from each side).
     """
 
     offers = frozenset({"samples", "log_density"})
@@ -61,10 +63,12 @@ class GaussianMixturePairProblem(Problem):
         ),
         target_means: Sequence = ((-1.0, 0.5), (1.0, 0.5)),
         target_covs: Sequence = (((0.5, 0.2), (0.2, 0.3)), ((0.5, -0.2), (-0.2, 0.3))),
+        ratio_test_points: int = 10_000,
     ) -> None:
         self.dim = require_dim("dre_mixtures", dim)
         self.a, self.chol_a = _as_params("source_means/source_covs", source_means, source_covs, dim)
         self.b, self.chol_b = _as_params("target_means/target_covs", target_means, target_covs, dim)
+        self.n_ratio_test = int(ratio_test_points)
 
     def _sample(self, means, chols, n, g, device) -> Tensor:
         k = torch.randint(0, means.shape[0], (n,), generator=g, device=device)
@@ -88,6 +92,28 @@ class GaussianMixturePairProblem(Problem):
     def log_ratio_true(self, x: Tensor) -> Tensor:
         """Exact log(q/p)(x) = ln q(x) − ln p(x), shape (n,)."""
         return self.log_density_target(x) - self.log_density_source(x)
+
+    def method_hints(self, method: str) -> dict[str, object]:
+        """Q-flow: train its density-ratio nets (this is the T6 problem)."""
+        return {"density_ratio": True} if method == "qflow" else {}
+
+    def ratio_test_points(self) -> Tensor:
+        """Half source, half target samples (fixed seed) for the log-ratio metrics, (n, d)."""
+        g = torch.Generator().manual_seed(4242)
+        n = self.n_ratio_test
+        return torch.cat(
+            [self.sample_source(n // 2, generator=g), self.sample_target(n - n // 2, generator=g)]
+        )
+
+    def evaluate_method(self, method, x: Tensor, full: bool = True) -> dict[str, float]:
+        """``mae_<name>`` = mean |estimate − log(q/p)| on ``ratio_test_points`` for every
+        estimate of log(q/p) the method gives (``method.log_ratio_estimates``)."""
+        pts = self.ratio_test_points()
+        estimates = method.log_ratio_estimates(pts)
+        if not estimates:
+            return {}
+        true = self.log_ratio_true(pts)
+        return {f"mae_{name}": float((e - true).abs().mean()) for name, e in estimates.items()}
 
     def _variance(self, means: Tensor, chols: Tensor) -> float:
         """tr Cov of an equal-weight mixture = mean tr Σ_k + tr Cov of the means."""

@@ -8,16 +8,18 @@ An image with intensities I (28×28) becomes
 with cⱼ the pixel centres (column/27, (27 − row)/27) — the y axis flipped so the digit stands
 upright — and pixels with wⱼ ≤ ``weight_threshold`` dropped (weights renormalised). ``bw`` is a
 VARIANCE. It is decayed geometrically from ``bandwidth_start`` to ``bandwidth_end`` during
-training: ``bandwidth_at(progress)`` gives bw for progress ∈ [0, 1], and a method that knows
-the schedule (``gradnet``) assigns ``problem.bandwidth`` at every step. Outside training the
-bandwidth is ``bandwidth_end``.
+training, whatever the method: ``bandwidth_at(progress)`` gives bw for progress ∈ [0, 1], and
+the runner's ``ProblemProgress`` callback calls ``set_progress`` before every step (progress =
+step / ``bandwidth_steps``, default the training length). Outside training the bandwidth is
+``bandwidth_end``.
 
 Baseline: the exact discrete OT plan π (POT ``ot.emd``) between the two weighted pixel grids
 and its barycentric projection T_bary(cᵢ) = Σⱼ πᵢⱼ c'ⱼ / Σⱼ πᵢⱼ.
-Metrics (``map_metrics``): ``mse_bary`` = mean over 1,000 pixel centres drawn from the source
-weights and over both coordinates of (T̂(cᵢ) − T_bary(cᵢ))²; ``mse_bary_samples`` = the
-authors' script: 1,000 source and 1,000 target samples at bandwidth_end, uniform-weight
-``ot.emd`` between them, barycentric projection, MSE at the source samples.
+Metrics (``evaluate_method``, of every method): ``mse_bary`` = mean over 1,000 pixel centres
+drawn from the source weights and over both coordinates of (T̂(cᵢ) − T_bary(cᵢ))²;
+``mse_bary_samples`` = the authors' script: 1,000 source and 1,000 target samples at
+bandwidth_end, uniform-weight ``ot.emd`` between them, barycentric projection, MSE at the
+source samples.
 """
 
 from __future__ import annotations
@@ -111,9 +113,8 @@ class MnistMorphingProblem(Problem):
         Points for ``mse_bary`` (paper: 1000).
     seed : int
         Seed of the evaluation samples.
-    case : str, optional
-        Label of the digit pair ("<source>to<target>", set by the config); the runner records
-        it as the run's ``preset`` so paper references can be looked up per cell.
+    bandwidth_steps : int, optional
+        Steps over which the bandwidth decays; None = the whole training.
     """
 
     offers = frozenset({"samples", "log_density"})
@@ -132,7 +133,7 @@ class MnistMorphingProblem(Problem):
         weight_threshold: float = 1e-3,
         eval_samples: int = 1000,
         seed: int = 0,
-        case: str | None = None,
+        bandwidth_steps: int | None = None,
     ) -> None:
         if dim != 2:
             raise ConfigError(f"problem 'mnist_morphing' is two-dimensional: set d=2 (got d={dim})")
@@ -149,7 +150,6 @@ class MnistMorphingProblem(Problem):
         images, labels, self.data_source = load_mnist(dataset, "train", data_dir)
         self.dim = 2
         self.source_digit, self.target_digit = source_digit, target_digit
-        self.case = case or f"{source_digit}to{target_digit}"
         self.source_image = self._pick(images, labels, source_digit, source_index)
         self.target_image = self._pick(images, labels, target_digit, target_index)
         self.src_centres, self.src_weights = image_to_mixture(self.source_image, weight_threshold)
@@ -157,6 +157,7 @@ class MnistMorphingProblem(Problem):
         self.bandwidth_start = float(bandwidth_start)
         self.bandwidth_end = float(bandwidth_end)
         self.bandwidth = self.bandwidth_end
+        self.bandwidth_steps = None if bandwidth_steps is None else max(int(bandwidth_steps), 1)
         self.eval_samples = int(eval_samples)
         self.seed = int(seed)
         self._pixel_map: Tensor | None = None
@@ -171,11 +172,26 @@ class MnistMorphingProblem(Problem):
             )
         return torch.from_numpy(images[pos[index]].astype(np.float64))
 
+    @property
+    def label(self) -> str:
+        """The digit pair, e.g. "0to4" (a T3 cell)."""
+        return f"{self.source_digit}to{self.target_digit}"
+
     # bandwidth schedule ------------------------------------------------------------------
     def bandwidth_at(self, progress: float) -> float:
         """bw(t) = bw_start (bw_end / bw_start)^t for training progress t ∈ [0, 1]."""
         t = min(max(float(progress), 0.0), 1.0)
         return self.bandwidth_start * (self.bandwidth_end / self.bandwidth_start) ** t
+
+    def set_progress(self, step: int | None, steps: int) -> dict[str, float]:
+        """bandwidth ← ``bandwidth_at(step / S)``, S = ``bandwidth_steps`` or ``steps``;
+        ``step`` None (training over): the final bandwidth."""
+        if step is None:
+            self.bandwidth = self.bandwidth_at(1.0)
+        else:
+            total = self.bandwidth_steps or max(int(steps), 1)
+            self.bandwidth = self.bandwidth_at(min(step / total, 1.0))
+        return {"bandwidth": self.bandwidth}
 
     # samples and densities -----------------------------------------------------------------
     def sample_source(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
@@ -207,9 +223,12 @@ class MnistMorphingProblem(Problem):
             self._pixel_map = torch.from_numpy(barycentric_projection(plan, xt))
         return self._pixel_map
 
-    def map_metrics(self, transport) -> dict[str, float]:
-        """``mse_bary`` (pixel-grid plan) and ``mse_bary_samples`` (authors' sample protocol)."""
+    def evaluate_method(self, method, x: Tensor | None = None, full: bool = True) -> dict:
+        """``mse_bary`` (pixel-grid plan) and ``mse_bary_samples`` (authors' sample protocol)
+        of ``method.transport`` (or of a callable map); ``x`` is not used."""
         from ot_experiments.metrics.distances import exact_plan
+
+        transport = getattr(method, "transport", method)
 
         g = torch.Generator().manual_seed(self.seed + 777)
         n = self.eval_samples

@@ -107,6 +107,11 @@ class Toy2DProblem(Problem):
         self.dim = 2
         self.source, self.target = source, target
 
+    @property
+    def label(self) -> str:
+        """The shape pair, e.g. "gaussian>8gaussians"."""
+        return f"{self.source}>{self.target}"
+
     def sample_source(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
         return SHAPES[self.source](n, generator, device)
 
