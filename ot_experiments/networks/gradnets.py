@@ -15,6 +15,7 @@ Every network here returns its input Jacobian in closed form, J = Σ_k W_kᵀ D_
 
       f(x) = Σ_k α̃_k W_kᵀ σ_k(β̃_k (W_k x + b_k)) + b,   J = Σ_k α̃_k β̃_k W_kᵀ Jσ_k(z_k) W_k.
 
+(WSoftmax at small d: from softmax means and second moments of W_k's rows, softmax_moments.py.)
 Monotone nets use α̃ = softplus(α), β̃ = softplus(β); the unconstrained GradNets use α̃ = α
 (and β̃ = β for the cascade), which keeps J symmetric but not PSD. Activations are monotone:
 ``Tanh``, ``WTanh`` (elementwise) and ``WSoftmax`` (vector-valued, Jacobian = diagonal minus
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ot_experiments.errors import ConfigError
+from ot_experiments.networks.softmax_moments import softmax_moments, symmetric_index
 
 # -- activations --------------------------------------------------------------------------
 
@@ -269,6 +271,8 @@ class MGradNetM(nn.Module):
         True: α̃ = softplus(α) (mGradNet-M, J PSD); False: α̃ = α (GradNet-M, J symmetric).
     """
 
+    moments_max_dim = 8  # WSoftmax up to this d: ``_moments_map``, above: the dense formula
+
     def __init__(
         self,
         in_dim: int,
@@ -296,22 +300,58 @@ class MGradNetM(nn.Module):
     def forward_and_jacobian(
         self, x: Tensor, jacobian: bool = True, upper_only: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        """f(x) (n, d) and J(x) = Σ_k α̃_k β̃_k W_kᵀ Jσ(z_k) W_k (n, d, d) (only its upper
-        triangle with ``upper_only``, see ``weighted_outer_sum``)."""
+        """f(x) (n, d) and J(x) = Σ_k α̃_k β̃_k W_kᵀ Jσ(z_k) W_k (n, d, d) (None: no ``jacobian``).
+
+        WSoftmax at d ≤ ``moments_max_dim``: ``_moments_map`` (J full and symmetric), else
+        the dense formula: z = β̃ (x Wᵀ + b) (n, K, m) from one product, J =
+        ``weighted_outer_sum`` of Jσ's (n, K·m) diagonal minus WSoftmax's rank-one terms (only
+        J's upper triangle with ``upper_only``). Its passes over (n, K, m) tensors dominate at
+        small d (32 × 128, d = 2: 6× slower); the moments cost ∝ d³ and lose beyond d ≈ 8–10.
+        """
         alpha = F.softplus(self.alpha) if self.monotone else self.alpha
         beta = F.softplus(self.beta)
-        z = beta[:, None] * (torch.einsum("nd,kmd->nkm", x, self.W) + self.b)  # (n, K, m)
-        f = torch.einsum("nkm,kmd->nd", alpha[:, None] * self.act(z), self.W) + self.b_out
+        (k, m, d), w = self.W.shape, self.W.reshape(-1, self.W.shape[-1])
+        if isinstance(self.act, WSoftmax) and d <= self.moments_max_dim:
+            return self._moments_map(x, alpha, beta, jacobian)
+        z = beta[:, None] * ((x @ w.T).view(-1, k, m) + self.b)  # (n, K, m)
+        f = (alpha[:, None] * self.act(z)).flatten(1) @ w + self.b_out
         if not jacobian:
             return f, None
         scale = alpha * beta  # (K,)
         diag, low_rank = self.act.jacobian_parts(z)
-        n, k, m = z.shape
-        c = (scale[:, None] * diag).reshape(n, k * m)
-        minus = [
-            (scale * coef, torch.einsum("nkm,kmd->nkd", vec, self.W)) for coef, vec in low_rank
-        ]
-        return f, weighted_outer_sum(c, self.W.reshape(k * m, -1), minus, upper_only)
+        minus = [(scale * a, torch.einsum("nkm,kmd->nkd", g, self.W)) for a, g in low_rank]
+        return f, weighted_outer_sum((scale[:, None] * diag).flatten(1), w, minus, upper_only)
+
+    def _moments_map(
+        self, x: Tensor, alpha: Tensor, beta: Tensor, jacobian: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """WSoftmax σ = c⁺ softmax − c⁻ softmin, c± = sp(a_k), sp(b_k), from the moments of
+        S± = softmax(±z_k) (``softmax_moments``, hand-written backward): the means
+        g± = W_kᵀ S± (d,) and second moments P± = Σ_r S±_r w_r w_rᵀ (rows w_r of W_k)::
+
+            f = Σ_k α̃_k (c⁺_k g⁺ − c⁻_k g⁻) + b,
+            J = Σ_k α̃_k β̃_k (c⁺_k (P⁺ − g⁺g⁺ᵀ) + c⁻_k (P⁻ − g⁻g⁻ᵀ)),
+
+        as W_kᵀ (diag S − S Sᵀ) W_k is the covariance of the rows of W_k under S. Basis A_k =
+        [W_k | w_r ⊗ w_r (i ≤ j)] (K, m, d + d(d+1)/2); then only (2K, n, ·) tensors remain.
+        """
+        (k, m, d), n = self.W.shape, x.shape[0]
+        basis = self.W
+        if jacobian:
+            prods = upper_triangle_products(self.W.reshape(k * m, d))[0].view(k, m, -1)
+            basis = torch.cat([self.W, prods], -1)
+        wz, bz = beta[:, None, None] * self.W, beta[:, None] * self.b  # z = W_z x + b_z
+        mom = softmax_moments(x, wz, bz, basis, hand_backward=jacobian).view(2 * k, n, -1)
+        c = F.softplus(torch.stack([self.act.a, self.act.b], 1).view(2 * k))  # c±, (2K,)
+        a2, ab2 = alpha.repeat_interleave(2), (alpha * beta).repeat_interleave(2)
+        coef = torch.stack([a2 * c * c.new_tensor([1.0, -1.0]).repeat(k), ab2 * c])  # f's, J's
+        lin = (coef[: 1 + jacobian] @ mom.view(2 * k, -1)).view(-1, n, mom.shape[-1])
+        f = lin[0, :, :d] + self.b_out
+        if not jacobian:
+            return f, None
+        g = mom[..., :d]
+        outer = torch.einsum("b,bni,bnj->nij", coef[1], g, g)
+        return f, lin[1, :, d:][:, symmetric_index(d, x.device)].view(n, d, d) - outer
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_and_jacobian(x, jacobian=False)[0]
