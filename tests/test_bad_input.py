@@ -255,8 +255,12 @@ def test_loss_explosion_stops_training_with_the_step():
     method = _Fake()
     for value in [3.0, 2.0, 1.0, 0.5, 1e-3, 1e2, 5e3]:  # healthy ups and downs pass
         method.check_loss(torch.tensor(value))
+    for value in [4e8, 2e8, 1.0]:  # a spike that recovers (T3 at lr 1) passes
+        method.check_loss(torch.tensor(value))
+    method.check_loss(torch.tensor(4e8))
+    method.check_loss(torch.tensor(4e8))
     with pytest.raises(TrainingDiverged, match="over 1e\\+06 times its early size") as err:
-        method.check_loss(torch.tensor(4e8))
+        method.check_loss(torch.tensor(4e8))  # the third exploded step in a row
     assert err.value.step == 0 and "lower the learning rate" in str(err.value)
     with pytest.raises(TrainingDiverged, match="the loss is nan"):
         _Fake().check_loss(torch.tensor(float("nan")))
@@ -299,11 +303,12 @@ def test_maps_far_outside_the_data_stop_training():
 )
 def test_huge_learning_rate_fails_instead_of_ok(tmp_path, overrides):
     proc = train(tmp_path, *fast(*overrides, "optimizer.lr=1e6", "threads=1"), check=False)
-    assert_one_sentence(proc, "training diverged at step 1: the loss is")
+    assert_one_sentence(proc, "training diverged at step")
     assert "lower the learning rate" in proc.stderr
     (folder,) = run_folders(tmp_path)
     res = read_results(folder)
-    assert (res["status"], res["failed_step"]) == ("failed", 1)
+    # exploded from step 1: stopped at step 3 (three in a row) or earlier on a NaN
+    assert res["status"] == "failed" and 1 <= res["failed_step"] <= 3
 
 
 # -- 4. data files --------
