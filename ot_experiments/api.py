@@ -156,7 +156,7 @@ def fit(
         pl.seed_everything(seed, workers=True, verbose=False)
         method_cls = get_class(cfg.method._target_)
         check_compatible(method, method_cls, "arrays", problem)
-        from ot_experiments.runner import build_method
+        from ot_experiments.build import build_method
 
         model = build_method(cfg, problem)
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -58,12 +58,6 @@ def validate_config(cfg: DictConfig) -> None:
     cfg : DictConfig
         The composed config of one job.
     """
-    budgets = cfg.get("budget_steps")
-    if budgets is not None and cfg.get("budget") not in budgets:
-        raise ConfigError(
-            f"budget={cfg.get('budget')!r} is not defined for this experiment; "
-            f"choose one of {', '.join(budgets)}"
-        )
     d = cfg.get("d")
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise ConfigError(f"d={d!r} is not valid: the dimension d must be an integer >= 1")
@@ -119,7 +113,7 @@ def check_sizes(cfg: DictConfig) -> None:
         raise ConfigError(
             f"cost_points={cost!r} is not valid: use an integer >= 0 (0: eval_points samples)"
         )
-    # top level: scalars only (budget_steps and the like are tables of the experiments)
+    # top level: scalars only
     for key in cfg:
         if key in GROUPS or key in ("cost_points", "seed", "d", "threads"):
             continue

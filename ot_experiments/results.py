@@ -102,8 +102,8 @@ def load_run(
     from hydra.errors import InstantiationException
     from omegaconf import OmegaConf
 
+    from ot_experiments.build import build_method, build_problem
     from ot_experiments.errors import ConfigError, RunFolderError
-    from ot_experiments.runner import build_method, build_problem
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -60,7 +60,7 @@ def assert_one_sentence(proc, message: str) -> None:
 @pytest.fixture
 def run_folder(tmp_path) -> Path:
     """A run folder as train.py leaves it (config, results.json, checkpoint), built directly."""
-    from ot_experiments.runner import build_method, build_problem
+    from ot_experiments.build import build_method, build_problem
 
     folder = tmp_path / "run"
     cfg = composed("network=mlp", "network.hidden=[8,8]")
@@ -458,7 +458,7 @@ def test_online_wandb_without_a_key_stops_before_training(tmp_path, monkeypatch)
 
 
 def test_constructor_errors_are_shown_alone(tmp_path):
-    from ot_experiments.runner import build_method, build_problem
+    from ot_experiments.build import build_method, build_problem
 
     with pytest.raises(ConfigError, match="two-dimensional"):
         build_problem(composed("problem=toy2d", "d=3"))
@@ -489,11 +489,3 @@ def test_gradnet_problems_agree_in_docs_check_and_message():
     assert str(err.value).endswith("problems that fit: " + ", ".join(fits))
     # problem configs in the global package (color_transfer, latent) are found too
     assert {"color_transfer", "latent"} <= set(problems_offering(frozenset({"samples"})))
-
-
-def test_runner_still_exports_the_checks():
-    from ot_experiments import checks, runner
-
-    assert runner.check_compatible is checks.check_compatible
-    assert runner.validate_config is checks.validate_config
-    assert runner.problems_offering is checks.problems_offering

@@ -6,7 +6,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import ot_experiments  # noqa: F401  (resolvers)
-from ot_experiments.runner import CONF_DIR, build_method, build_problem, problems_offering
+from ot_experiments.build import build_method, build_problem
+from ot_experiments.checks import CONF_DIR, problems_offering
 
 from .conftest import ROOT, train
 
@@ -127,7 +128,7 @@ def test_optuna_search_config_composes():
 
 
 def test_wandb_logger_grouped_by_experiment_and_tagged(tmp_path):
-    from ot_experiments.runner import build_loggers
+    from ot_experiments.build import build_loggers
 
     cfg = cfg_with("experiment=t1a", "logger=wandb", f"paths.output_dir={tmp_path}")
     (logger,) = build_loggers(cfg)

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ot_experiments.callbacks import ResumeState
-from ot_experiments.runner import CONF_DIR
+from ot_experiments.checks import CONF_DIR
 from ot_experiments.tables import build_rows, load_results
 
 from .conftest import read_results, run_folders, train

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from ot_experiments.checks import check_compatible
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.gradnet import (
     GradNetOT,
@@ -27,7 +28,6 @@ from ot_experiments.networks.gradnets import (
     weighted_outer_sum,
 )
 from ot_experiments.problems import GaussianProblem, Toy2DProblem
-from ot_experiments.runner import check_compatible
 
 from .conftest import read_results, run_folders, train
 
@@ -248,7 +248,8 @@ def test_end_to_end_run_folder(tmp_path):
 def test_network_configs_build_with_the_method(network, cls, monotone):
     from hydra import compose, initialize_config_dir
 
-    from ot_experiments.runner import CONF_DIR, build_method, build_problem
+    from ot_experiments.build import build_method, build_problem
+    from ot_experiments.checks import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -265,7 +266,7 @@ def test_network_configs_build_with_the_method(network, cls, monotone):
 def test_experiment_configs_compose():
     from hydra import compose, initialize_config_dir
 
-    from ot_experiments.runner import CONF_DIR
+    from ot_experiments.checks import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         t1d = compose("config", overrides=["experiment=t1d"], return_hydra_config=True)

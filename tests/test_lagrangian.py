@@ -80,19 +80,19 @@ def test_closed_form_divergence_and_jacobian_match_autograd(net_cls, t):
 @pytest.mark.parametrize("net_cls", NETS)
 def test_parameter_count_is_the_papers(net_cls):
     d, m, l_, h = 7, 5, 2, 20
-    net = net_cls(in_dim=d, n_intervals=m, n_terms=l_, width=h)
+    net = net_cls(in_dim=d, time_intervals=m, n_terms=l_, width=h)
     assert sum(p.numel() for p in net.parameters()) == l_ * (m + 1) * (2 * d * h + h + d)
 
 
 def test_nodal_velocity_interpolates_the_node_nets_linearly():
     torch.manual_seed(1)
-    net = NodalVelocity(in_dim=3, n_intervals=5, width=5).double()
+    net = NodalVelocity(in_dim=3, time_intervals=5, width=5).double()
     x = torch.randn(6, 3, dtype=torch.float64)
     v2, v3 = net(x, 0.4), net(x, 0.6)  # nodes t_2 and t_3
     torch.testing.assert_close(net(x, 0.5), 0.5 * (v2 + v3))
     torch.testing.assert_close(net(x, 0.45), 0.75 * v2 + 0.25 * v3)
     # the weights ablation is NOT linear in t between nodes
-    wnet = NodalWeightsVelocity(in_dim=3, n_intervals=5, width=5).double()
+    wnet = NodalWeightsVelocity(in_dim=3, time_intervals=5, width=5).double()
     mid = 0.5 * (wnet(x, 0.4) + wnet(x, 0.6))
     assert (wnet(x, 0.5) - mid).abs().max() > 1e-4
 
@@ -115,7 +115,7 @@ def test_batched_layers_equal_single_layers(net_cls):
 def test_jacobian_norms_at_many_times_match_autograd(net_cls):
     """The per-node H¹ form (NodalVelocity) and the generic one equal ‖autograd ∇v‖_F²."""
     torch.manual_seed(3)
-    net = net_cls(in_dim=3, n_intervals=4, width=5).double()
+    net = net_cls(in_dim=3, time_intervals=4, width=5).double()
     x = torch.randn(8, 3, dtype=torch.float64)
     times = torch.tensor([0.0, 0.1, 0.25, 0.3, 0.5, 0.77, 1.0], dtype=torch.float64)
     got = net.jacobian_frobenius_sq_at(x, times)

@@ -60,3 +60,56 @@ def test_wheel_runs_outside_the_checkout(tmp_path):
         [str(bin_dir / "ot-tables"), "run"], cwd=work, env=env, capture_output=True, text=True
     )
     assert table.returncode == 0 and "uvp_fwd" in table.stdout
+
+
+def _top_level_imports() -> dict[str, set[str]]:
+    """Module → the ot_experiments modules it imports at module level (not inside functions)."""
+    import ast
+
+    pkg = ROOT / "ot_experiments"
+    graph: dict[str, set[str]] = {}
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("ot_experiments"):
+                    deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("ot_experiments")}
+        graph[name] = deps
+    return graph
+
+
+def test_no_import_circle_between_modules():
+    """The package's module-level imports form no cycle (a package's __init__ re-exporting its
+    own submodules is not a cycle)."""
+    graph = _top_level_imports()
+    state: dict[str, int] = {}
+
+    def visit(mod: str, stack: list[str]) -> None:
+        state[mod] = 1
+        for dep in graph.get(mod, ()):
+            if dep not in graph or dep.startswith(mod + "."):
+                continue
+            if state.get(dep) == 1:
+                raise AssertionError(f"import circle: {' -> '.join([*stack, mod, dep])}")
+            if dep not in state:
+                visit(dep, [*stack, mod])
+        state[mod] = 2
+
+    for mod in graph:
+        if mod not in state:
+            visit(mod, [])
+    assert "ot_experiments.runner" not in graph["ot_experiments.results"]
+
+
+def test_package_files_stay_small_or_say_why():
+    """No module over 400 lines unless its docstring says why ("over 400 lines")."""
+    too_long = []
+    for path in (ROOT / "ot_experiments").rglob("*.py"):
+        text = path.read_text()
+        if text.count("\n") > 400 and "over 400 lines" not in text[:3000].lower():
+            too_long.append(f"{path.name} ({text.count(chr(10))} lines)")
+    assert not too_long, f"files over 400 lines without a stated reason: {too_long}"

@@ -159,8 +159,8 @@ def test_straight_line_paths_cost_what_the_obstacle_charges():
 def test_method_hints_fill_only_auto_options():
     from omegaconf import OmegaConf
 
+    from ot_experiments.build import problem_hints
     from ot_experiments.problems.crowd_motion import CrowdMotionProblem
-    from ot_experiments.runner import problem_hints
 
     maze = CrowdMotionProblem(2, "maze1")
     cfg = OmegaConf.create(

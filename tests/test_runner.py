@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import ot_experiments
+from ot_experiments.checks import check_compatible
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
 from ot_experiments.problems import Toy2DProblem
-from ot_experiments.runner import check_compatible
 
 from .conftest import FAST, read_results, run_folders, train
 
@@ -92,7 +92,6 @@ def test_multirun_six_jobs_one_folder_each(tmp_path):
         ("problem.preset=two_axis_shift d=1", "needs d >= 2"),
         ("problem=toy2d d=3", "two-dimensional"),
         ("method.conditional=true", "needs a labelled problem"),
-        ("experiment=t1a budget=huge", "budget='huge' is not defined for this experiment"),
     ],
 )
 def test_bad_input_is_one_sentence(tmp_path, override, message):
@@ -103,6 +102,15 @@ def test_bad_input_is_one_sentence(tmp_path, override, message):
     assert "Traceback" not in err
     (folder,) = run_folders(tmp_path)
     assert read_results(folder)["status"] == "failed"
+
+
+def test_unknown_budget_names_the_choices(tmp_path):
+    """budget is a config group (small | paper): a typo stops before any run folder exists."""
+    proc = train(tmp_path, *FAST, "experiment=t1a", "budget=huge", check=False)
+    assert proc.returncode != 0
+    assert "budget/huge" in proc.stderr and "paper" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not run_folders(tmp_path)
 
 
 def test_incompatible_method_and_problem_names_fitting_problems():

@@ -22,8 +22,8 @@ from ot_experiments.errors import TrainingDiverged
 # times the median |loss| of the first EARLY_LOSSES steps seen and EXPLOSION_FLOOR in absolute
 # value; training stops when EXPLOSION_PATIENCE steps in a row exploded (a lone spike passes:
 # T3 at the paper's lr 1 goes 0.59 → 1.5e6 → 1.2e5 → 6.7e3 → 82 over its first steps) or at
-# once on a non-finite loss; at validation, the maps have "left the data" when the median distance of the mapped
-# points from the data's centre exceeds BOX_FACTOR times the data's radius.
+# once on a non-finite loss; at validation, the maps have "left the data" when the median
+# distance of the mapped points from the data's centre exceeds BOX_FACTOR times the data's radius.
 EARLY_LOSSES = 20
 EXPLOSION_FACTOR = 1e6
 EXPLOSION_FLOOR = 1e6

@@ -62,13 +62,13 @@ def tanh_layer_jacobian_frobenius_sq(x: Tensor, layer: Layer) -> Tensor:
     return ((s @ gram) * s).sum(1)
 
 
-def hat_weights(t: float | Tensor, n_intervals: int) -> tuple[int, Tensor | float]:
+def hat_weights(t: float | Tensor, time_intervals: int) -> tuple[int, Tensor | float]:
     """Active node i and weight s of the hat basis on tᵢ = i/M at time t ∈ [0, 1].
 
     v(·, t) = (1 − s) vᵢ + s vᵢ₊₁ with i = min(⌊tM⌋, M − 1), s = tM − i.
     """
-    tm = t * n_intervals
-    i = min(max(int(math.floor(float(tm))), 0), n_intervals - 1)
+    tm = t * time_intervals
+    i = min(max(int(math.floor(float(tm))), 0), time_intervals - 1)
     return i, tm - i
 
 
@@ -85,14 +85,19 @@ class _TanhNodes(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int | None, n_intervals: int, n_terms: int, width: int
+        self, in_dim: int, out_dim: int | None, time_intervals: int, n_terms: int, width: int
     ):
         super().__init__()
         out_dim = in_dim if out_dim is None else out_dim
         if out_dim != in_dim:
             raise ValueError(f"a velocity field maps R^d to R^d: out_dim={out_dim} != d={in_dim}")
-        self.dim, self.n_intervals, self.n_terms, self.width = in_dim, n_intervals, n_terms, width
-        k, nodes = n_terms * width, n_intervals + 1
+        self.dim, self.time_intervals, self.n_terms, self.width = (
+            in_dim,
+            time_intervals,
+            n_terms,
+            width,
+        )
+        k, nodes = n_terms * width, time_intervals + 1
         self.w1 = _uniform((nodes, k, in_dim), 1 / math.sqrt(in_dim))
         self.b1 = _uniform((nodes, k), 1 / math.sqrt(in_dim))
         self.w2 = _uniform((nodes, in_dim, k), 1 / math.sqrt(width))
@@ -109,8 +114,8 @@ class _TanhNodes(nn.Module):
 
     def _hat(self, times: Tensor) -> tuple[Tensor, Tensor]:
         """Node indices i (S,) and weights s (S,) of ``hat_weights`` for many times."""
-        tm = times.to(self.w1.device, self.w1.dtype) * self.n_intervals
-        i = tm.floor().long().clamp(0, self.n_intervals - 1)
+        tm = times.to(self.w1.device, self.w1.dtype) * self.time_intervals
+        i = tm.floor().long().clamp(0, self.time_intervals - 1)
         return i, tm - i
 
     # v, ∇·v, ∇v at one time t for all points --------------------------------------------
@@ -152,7 +157,7 @@ class NodalVelocity(_TanhNodes):
         Dimension d.
     out_dim : int, optional
         Must equal d (accepted so that the method can call every network alike).
-    n_intervals : int
+    time_intervals : int
         M (M + 1 nodes; reference M = 5).
     n_terms : int
         L, two-layer nets summed per node (reference 2).
@@ -161,9 +166,9 @@ class NodalVelocity(_TanhNodes):
     """
 
     def __init__(
-        self, in_dim, out_dim=None, n_intervals: int = 5, n_terms: int = 2, width: int = 20
+        self, in_dim, out_dim=None, time_intervals: int = 5, n_terms: int = 2, width: int = 20
     ):
-        super().__init__(in_dim, out_dim, n_intervals, n_terms, width)
+        super().__init__(in_dim, out_dim, time_intervals, n_terms, width)
 
     def layers(self, times):
         i, s = self._hat(times)
@@ -188,7 +193,7 @@ class NodalVelocity(_TanhNodes):
         each quadratic form has width LH instead of 2LH: about 4× fewer operations than
         the generic form for the reference S = 2M + 1.
         """
-        m = self.n_intervals
+        m = self.time_intervals
         a = torch.baddbmm(self.b1[:, None, :], x.expand(m + 1, -1, -1), self.w1.mT)
         s = 1 - torch.tanh(a).square()  # (M+1, n, LH)
         g_same = (self.w2.mT @ self.w2) * (self.w1 @ self.w1.mT)  # (M+1, LH, LH)
@@ -207,9 +212,9 @@ class NodalWeightsVelocity(_TanhNodes):
     """
 
     def __init__(
-        self, in_dim, out_dim=None, n_intervals: int = 5, n_terms: int = 2, width: int = 20
+        self, in_dim, out_dim=None, time_intervals: int = 5, n_terms: int = 2, width: int = 20
     ):
-        super().__init__(in_dim, out_dim, n_intervals, n_terms, width)
+        super().__init__(in_dim, out_dim, time_intervals, n_terms, width)
 
     def layers(self, times):
         i, s = self._hat(times)

@@ -1,0 +1,60 @@
+"""The run folder's life cycle: which checkpoint a run resumes from, refusing to overwrite a
+run, and marking a run that was finished elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ot_experiments.errors import ConfigError
+from ot_experiments.results import write_json_atomic
+
+
+def resolve_checkpoint(ckpt_path: str | None, out: Path) -> Path | None:
+    """The checkpoint to resume from: ``None``, ``"auto"`` (the newest of ``out``'s
+    ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt``, or none: a fresh start)
+    or a file; a missing file is a one-sentence ConfigError."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "auto":
+        found = [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")]
+        found = [p for p in found if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    path = Path(ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a checkpoint file: give a run folder's "
+            "checkpoints/last.ckpt, or ckpt_path=auto to resume the run in hydra.run.dir"
+        )
+    return path
+
+
+def refuse_existing_run(out: Path, resume: Path | None) -> None:
+    """Never overwrite a finished or interrupted run folder unless resuming it."""
+    old = out / "results.json"
+    if old.exists() and resume is None:
+        try:
+            status = json.loads(old.read_text()).get("status", "?")
+        except (json.JSONDecodeError, OSError):
+            status = "unreadable"
+        raise ConfigError(
+            f"the run folder {out} already holds a run (status {status}); pass ckpt_path=auto "
+            "to resume it, or choose another hydra.run.dir"
+        )
+
+
+def mark_resumed(ckpt: Path, out: Path) -> None:
+    """Point the run folder that ``ckpt`` came from at the folder that finished it."""
+    old_folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    path = old_folder / "results.json"
+    if old_folder.resolve() == out.resolve() or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return
+    if old.get("status") != "ok":
+        old["status"], old["resumed_in"] = "resumed", str(out)
+        write_json_atomic(path, old)
