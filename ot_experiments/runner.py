@@ -3,6 +3,9 @@ leave a self-describing folder (results.json, metrics.csv, checkpoint, figures).
 
 ``run`` is the task wrapper: whatever happens, results.json is written and a wandb run is
 finished, so one failed job never spoils a sweep.
+
+Over 400 lines on purpose: ``run`` keeps a job's whole life (checks, build, train, evaluate,
+record) in one reading order, with its small builders and recorders beside it.
 """
 
 from __future__ import annotations
