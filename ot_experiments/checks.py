@@ -8,11 +8,11 @@ Sizes, counts and weights are checked by the *name* of their key, in ``method``,
 ``problem`` (nested nodes too) and at the top level, so a new method option is checked as soon
 as it follows the naming convention:
 
-- counts (``n_*``, ``*_points``, ``*_batch``, ``*_size``, ``*_samples``, ``*_epochs``,
-  ``*_times``, ``*_per_class``, ``width``, ``depth``, ``modules``, ``layers``, and every item of
-  ``hidden``) must be integers >= 1;
-- phase lengths (``*_steps``, ``*_updates``, ``*_per_update``, ``rounds``) must be integers
-  >= 0 (0 switches a phase off, e.g. ``method.obstacle_ramp_steps=0``);
+- counts (``n_*``, ``*_points``, ``batch``/``*_batch``, ``*_size``, ``*_samples``,
+  ``*_epochs``, ``times``/``*_times``, ``*_per_class``, ``width``, ``depth``, ``modules``,
+  ``layers``, and every item of ``hidden``) must be integers >= 1;
+- phase lengths (``steps``/``*_steps``, ``*_updates``, ``*_per_update``, ``rounds``) must be
+  integers >= 0 (0 switches a phase off, e.g. ``method.obstacle_ramp_steps=0``);
 - weights (``*_weight``, ``lambda_*``) must be numbers >= 0;
 
 ``null`` and ``auto`` pass (the constructors resolve them).
@@ -41,10 +41,10 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the packag
 
 MIN_EVAL_POINTS = 100  # UVP and the energy distance on fewer samples are noise
 COUNT = re.compile(
-    r"^(n_.+|.+_points|.+_batch|.+_size|batch_size|.+_samples|.+_epochs|.+_times|.+_per_class"
-    r"|width|depth|modules|layers)$"
+    r"^(n_.+|.+_points|(.+_)?batch|.+_size|batch_size|.+_samples|.+_epochs|(.+_)?times"
+    r"|.+_per_class|width|depth|modules|layers)$"
 )
-PHASE = re.compile(r"^(.+_steps|.+_updates|.+_per_update|rounds)$")
+PHASE = re.compile(r"^((.+_)?steps|.+_updates|.+_per_update|rounds)$")
 WEIGHT = re.compile(r"^(.+_weight|lambda_.+)$")
 GROUPS = ("method", "network", "problem")
 

@@ -5,7 +5,10 @@ The characteristics of a velocity field v(z, t) with the log-density along them,
     dz/dt = v(z, t),   dℓ/dt = −∇·v(z, t),
 
 by classical RK4 with equal steps; composite Simpson and trapezoid rules on equally spaced
-values; straight-segment refinement of a path (for costs paid along paths).
+values; straight-segment refinement of a path (for costs paid along paths). For a plain
+velocity field x' = f(t, x) (Q-flow): a block time grid and fixed-grid RK4 through torchdiffeq
+between requested times (``integrate``), backward in time too and with the adjoint method, and
+the discrete kinetic energy of the states on a grid (``path_energy``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torchdiffeq import odeint, odeint_adjoint
+
+from ot_experiments.errors import ConfigError
 
 # field(z (n, d), t) → (v (n, d), ∇·v (n,))
 Field = Callable[[Tensor, float], tuple[Tensor, Tensor]]
+# f(t, x): t scalar, x (n, d) → (n, d)   (torchdiffeq's argument order)
+Velocity = Callable[[Tensor, Tensor], Tensor]
 
 
 def rk4_step(field: Field, z: Tensor, ell: Tensor, t: float, h: float):
@@ -131,7 +139,71 @@ def refine_path(path: Tensor, r: int) -> Tensor:
     return torch.cat([seg.reshape(-1, *path.shape[1:]), path[-1:]])
 
 
+def path_energy(states: Tensor, ts: Tensor) -> Tensor:
+    """Discrete kinetic energy Σ_k E‖x_k − x_{k−1}‖² / h_k, h_k = |t_k − t_{k−1}|.
+
+    states (K+1, n, d), ts (K+1,) → scalar. It approximates ∫₀¹ E‖v‖² dt, is ≥ E‖x_K − x_0‖²
+    (Cauchy–Schwarz), with equality for straight constant-speed paths; W2² at the optimum.
+    """
+    h = (ts[1:] - ts[:-1]).abs().to(states)
+    sq = (states[1:] - states[:-1]).square().sum(-1).mean(-1)
+    return (sq / h).sum()
+
+
 def rk4_stage_times(n_steps: int) -> list[float]:
     """Every time at which RK4 with ``n_steps`` equal steps on [0, 1] evaluates the field."""
     h = 1.0 / n_steps
     return sorted({round(k * h / 2, 12) for k in range(2 * n_steps + 1)})
+
+
+# -- a plain velocity field with torchdiffeq (Q-flow) --------------------------------------
+def block_times(block_length: float) -> Tensor:
+    """Block end points 0 = t_0 < … < t_K = 1 with h_k = ``block_length``, shape (K+1,).
+
+    Raises
+    ------
+    ConfigError
+        When ``block_length`` does not divide [0, 1] into whole blocks.
+    """
+    k = round(1.0 / block_length)
+    if k < 1 or abs(k * block_length - 1.0) > 1e-6:
+        raise ConfigError(
+            f"method.block_length={block_length} must divide [0, 1] into whole blocks "
+            "(e.g. 0.25, 0.2, 0.5, 1.0)"
+        )
+    return torch.linspace(0.0, 1.0, k + 1)
+
+
+def fine_time_grid(ts: Tensor, step: float) -> tuple[Tensor, Tensor]:
+    """Refine a monotone grid ``ts`` (m,) so that no step exceeds ``step``.
+
+    Returns (grid (G,), idx (m,)) with grid[idx] == ts; each interval [ts_i, ts_{i+1}] is cut
+    into ceil(|Δ| / step) equal sub-steps (a zero-length interval gets none).
+    """
+    ts = ts.detach().double().cpu()
+    pieces, idx = [ts[:1]], [0]
+    for a, b in zip(ts[:-1].tolist(), ts[1:].tolist()):
+        n = math.ceil(abs(b - a) / step - 1e-6) if b != a else 0
+        if n > 0:
+            pieces.append(torch.linspace(a, b, n + 1, dtype=torch.float64)[1:])
+        idx.append(idx[-1] + n)
+    return torch.cat(pieces).float(), torch.tensor(idx)
+
+
+def integrate(
+    velocity: Velocity, x: Tensor, ts: Tensor, step: float, adjoint: bool = False
+) -> Tensor:
+    """States x(t) at the times ``ts`` (m,) of x' = f(t, x), x(ts_0) = x; (n, d) → (m, n, d).
+
+    Fixed-grid RK4 (torchdiffeq ``rk4``, the 3/8 rule) with steps of at most ``step`` between
+    consecutive times; ``ts`` may decrease (backward integration). ``adjoint=True`` uses
+    ``odeint_adjoint`` (``velocity`` must then be an ``nn.Module``).
+    """
+    grid, idx = fine_time_grid(ts, step)
+    if len(grid) == 1:
+        return x[None]
+    grid = grid.to(x.device, x.dtype)
+    solve = odeint_adjoint if adjoint else odeint
+    kwargs = {"adjoint_params": tuple(velocity.parameters())} if adjoint else {}
+    sol = solve(velocity, x, grid, method="rk4", **kwargs)
+    return sol[idx.to(x.device)]

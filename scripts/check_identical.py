@@ -38,10 +38,10 @@ RUNS = {
         "method=qflow",
         "problem=dre_mixtures",
         "trainer.max_steps=80",
-        "method.clf_warmup_steps=5",
-        "method.flow_updates=5",
-        "method.ratio_steps=10",
-        "method.pool_size=256",
+        "method.refine.clf_warmup_steps=5",
+        "method.refine.flow_updates=5",
+        "method.ratio.steps=10",
+        "method.refine.pool_size=256",
     ],
 }
 

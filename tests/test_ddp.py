@@ -39,9 +39,9 @@ METHODS = {
     "qflow": [
         "method=qflow",
         "problem=gaussian",
-        "method.refine=false",
-        "method.fm_batch=64",
-        "method.pool_size=64",
+        "method.refine.enabled=false",
+        "method.fm.batch=64",
+        "method.refine.pool_size=64",
     ],
 }
 

@@ -160,10 +160,11 @@ def test_dre_run_reports_three_maes_and_figures(tmp_path, one_thread):
 
 
 def test_ratio_chain_uses_real_end_points(monkeypatch):
-    """ratio_ends=real: the first and last sample sets are fresh P and Q samples."""
+    """ratio.ends=real: the first and last sample sets are fresh P and Q samples."""
     from functools import partial
 
-    import ot_experiments.methods.qflow as qf
+    import ot_experiments.methods.density_ratio as dr
+    from ot_experiments.methods.qflow import QFlow
     from ot_experiments.networks.velocity import ConcatSquashVelocity, TimeConcatMLP
 
     prob = GaussianMixturePairProblem()
@@ -173,21 +174,18 @@ def test_ratio_chain_uses_real_end_points(monkeypatch):
         seen["samples"] = samples
         return samples.sum() * 0.0
 
-    monkeypatch.setattr(qf, "flow_ratio_loss", spy)
+    monkeypatch.setattr(dr, "flow_ratio_loss", spy)
     for ends, last_mean in (("real", prob.b.float().mean(0)), ("pushed", None)):
         torch.manual_seed(0)
-        m = qf.QFlow(
+        m = QFlow(
             prob,
             network=partial(ConcatSquashVelocity, hidden=(8,)),
             optimizer=partial(torch.optim.Adam, lr=1e-3),
             ratio_network=partial(TimeConcatMLP, hidden=(8,)),
             density_ratio=True,
-            ratio_times=4,
-            ratio_batch=4000,
-            ratio_pool_size=300,
-            ratio_ends=ends,
+            ratio={"times": 4, "batch": 4000, "pool_size": 300, "ends": ends},
         )
-        m._ratio_step()
+        m.dre.step_loss(m._draw, m._push)
         s = seen["samples"]
         assert s.shape == (4, 4000, 2)
         # real ends: fresh samples; pushed: rows of the pushed pool at t = 1

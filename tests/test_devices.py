@@ -27,22 +27,20 @@ REVIEWED = {
     # time grids made on the CPU and moved by the caller (.to(x), the ODE solver, .cpu() users)
     "methods/lagrangian.py::simpson_nodes": 1,
     "methods/lagrangian.py::characteristics": 1,
-    "methods/qflow.py::block_times": 1,  # a registered buffer: moves with the module
-    "methods/qflow.py::fine_time_grid": 2,
+    "ode.py::block_times": 1,  # Q-flow's registered buffer: moves with the module
+    "ode.py::fine_time_grid": 2,
     "methods/qflow.py::transport": 1,
     "methods/qflow.py::inverse_transport": 1,
     "methods/qflow.py::trajectory": 1,
-    "methods/qflow.py::_ratio_step": 1,
     "methods/qflow.py::_snapshot_after_fm": 1,
-    "methods/qflow.py::log_ratio_estimates": 1,
+    "methods/density_ratio.py::grid": 1,  # the ratio net's grid times (floats to quadrature)
     "networks/nodal.py::layer": 1,  # a scalar time fed to the weight net (moved inside)
     # a logged scalar
     "methods/gradnet.py::training_loss": 1,
     # figures and figure grids (CPU, matplotlib)
-    "methods/density_ratio.py::_grid": 2,
-    "methods/density_ratio.py::plot_dre": 1,
+    "methods/qflow_plots.py::_grid": 2,
     "methods/lagrangian.py::plot_density_evolution": 7,
-    "methods/qflow.py::plot_trajectories": 1,
+    "methods/qflow_plots.py::plot_trajectories": 1,
     "problems/latent.py::figures": 1,
     # parameter initialisers (wrapped in nn.Parameter inside __init__)
     "networks/gradnets.py::_xavier": 1,

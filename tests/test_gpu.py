@@ -36,7 +36,7 @@ CASES = {
     "gradnet-mnist_morphing": [*GRADNET_FAST, "problem=mnist_morphing", "eval_points=100"],
     "lagrangian-gaussian": [*FAST_LAGRANGIAN, "problem.preset=scale_shift"],
     "lagrangian-crowd_motion": [*FAST_LAGRANGIAN, "problem=crowd_motion"],
-    "qflow-gaussian": [*QFAST, "problem=gaussian", "d=4", "method.refine=false"],
+    "qflow-gaussian": [*QFAST, "problem=gaussian", "d=4", "method.refine.enabled=false"],
     "qflow-dre_mixtures": [*QFAST, "problem=dre_mixtures"],
 }
 

@@ -11,7 +11,7 @@ CASES = {
     "ncf": FAST,
     "gradnet": ["debug=fast", "method=gradnet", "problem.preset=gaussian2d", "logger=csv"],
     "lagrangian": ["debug=fast", "method=lagrangian", "problem.preset=shift", "logger=csv"],
-    "qflow": ["debug=fast", "method=qflow", "problem=gaussian", "method.refine=false"],
+    "qflow": ["debug=fast", "method=qflow", "problem=gaussian", "method.refine.enabled=false"],
 }
 
 

@@ -10,19 +10,11 @@ import torch
 from torch import nn
 
 from ot_experiments.errors import ConfigError
-from ot_experiments.methods.qflow import (
-    QFlow,
-    block_times,
-    build_schedule,
-    fine_time_grid,
-    flow_matching_loss,
-    integrate,
-    ot_pairing,
-    path_energy,
-    refinement_loss,
-    refinement_pattern,
-)
+from ot_experiments.methods.qflow import QFlow, flow_matching_loss, refinement_loss
+from ot_experiments.methods.qflow_schedule import build_schedule, refinement_pattern
+from ot_experiments.metrics.distances import ot_pairing
 from ot_experiments.networks.velocity import ConcatSquashVelocity, as_time_column
+from ot_experiments.ode import block_times, fine_time_grid, integrate, path_energy
 from ot_experiments.problems import GaussianProblem, Toy2DProblem
 
 from .conftest import read_results, run_folders, train
@@ -32,20 +24,20 @@ QFAST = [
     "method=qflow",
     "trainer.max_steps=24",
     "trainer.val_check_interval=12",
-    "method.clf_warmup_steps=2",
-    "method.flow_updates=2",
-    "method.clf_steps_per_update=1",
-    "method.flow_batch=64",
-    "method.fm_batch=64",
-    "method.clf_batch=32",
-    "method.pool_size=64",
-    "method.ratio_steps=4",
-    "method.ratio_batch=32",
-    "method.kde_points=200",
+    "method.refine.clf_warmup_steps=2",
+    "method.refine.flow_updates=2",
+    "method.refine.clf_steps_per_update=1",
+    "method.refine.flow_batch=64",
+    "method.fm.batch=64",
+    "method.refine.clf_batch=32",
+    "method.refine.pool_size=64",
+    "method.ratio.steps=4",
+    "method.ratio.batch=32",
+    "method.ratio.kde_points=200",
     "method.eval_points=200",
     "eval_points=200",
     "inference_points=1000",
-    "method.ratio_pool_size=64",
+    "method.ratio.pool_size=64",
     "trainer.log_every_n_steps=1",
     "logger=csv",
 ]
@@ -239,7 +231,7 @@ def test_flow_matching_alone_learns_a_shift():
     """300 flow-matching steps (OT coupling) move N(0, I) to N(−4e1, I): W2² = 16 within 5 %."""
     torch.manual_seed(0)
     problem = GaussianProblem(2, "shift", 0)
-    m = make_qflow(problem, fm_coupling="ot", fm_batch=128)
+    m = make_qflow(problem, fm={"coupling": "ot", "batch": 128})
     opt = torch.optim.Adam(m.velocity.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [150, 250], gamma=0.2)
     for _ in range(300):
@@ -253,12 +245,46 @@ def test_flow_matching_alone_learns_a_shift():
 
 
 def test_bad_method_options_are_one_sentence_errors():
-    with pytest.raises(ConfigError, match="fm_coupling"):
-        make_qflow(Toy2DProblem(), fm_coupling="sinkhorn")
+    with pytest.raises(ConfigError, match=r"method\.fm\.coupling='sinkhorn' is not valid"):
+        make_qflow(Toy2DProblem(), fm={"coupling": "sinkhorn"})
     with pytest.raises(ConfigError, match="density_ratio"):
         make_qflow(Toy2DProblem(), density_ratio="yes")
-    with pytest.raises(ConfigError, match="ratio_ends"):
-        make_qflow(Toy2DProblem(), ratio_ends="both")
+    with pytest.raises(ConfigError, match=r"method\.ratio\.ends='both' is not valid"):
+        make_qflow(Toy2DProblem(), ratio={"ends": "both"})
+    with pytest.raises(ConfigError, match=r"method\.fm\.min_fraction=2 must lie in \[0, 1\]"):
+        make_qflow(Toy2DProblem(), fm={"min_fraction": 2})
+    with pytest.raises(ConfigError, match=r"method\.refine\.gama is not an option"):
+        make_qflow(Toy2DProblem(), refine={"gama": 1.0})
+    with pytest.raises(ConfigError, match=r"method\.fm_batchsize is not an option of Q-flow"):
+        make_qflow(Toy2DProblem(), fm_batchsize=8)
+
+
+def test_flat_options_of_older_configs_land_in_their_groups():
+    """Run folders made before the option groups keep their flat config; it still builds."""
+    old = make_qflow(
+        Toy2DProblem(),
+        fm_coupling="ot",
+        fm_batch=64,
+        min_fm_fraction=0.5,
+        refine=False,
+        refine_lr=1e-4,
+        pool_size=100,
+        ratio_steps=7,
+        ratio_ends="pushed",
+        kde_points=300,
+    )
+    new = make_qflow(
+        Toy2DProblem(),
+        fm={"coupling": "ot", "batch": 64, "min_fraction": 0.5},
+        refine={"enabled": False, "lr": 1e-4, "pool_size": 100},
+        ratio={"steps": 7, "ends": "pushed", "kde_points": 300},
+    )
+    assert old.fm == new.fm and old.refine == new.refine
+    assert old.fm.coupling == "ot" and old.refine.lr == 1e-4 and not old.refine.enabled
+    for a, b in zip(old.state_dict().values(), new.state_dict().values()):
+        assert torch.equal(a, b)
+    # the grouped value wins over a flat one
+    assert make_qflow(Toy2DProblem(), fm={"batch": 32}, fm_batch=64).fm.batch == 32
 
 
 def _compose(*overrides: str):
@@ -274,16 +300,18 @@ def _compose(*overrides: str):
 def test_problem_dependent_defaults_and_overrides():
     """Gaussians default to OT flow matching without refinement; toys keep the paper's."""
     cfg = _compose("problem=gaussian")
-    assert cfg.method.fm_coupling == "ot" and cfg.method.refine is False
-    assert cfg.method.flow_updates == 30 and cfg.trainer.max_steps == 3000
+    assert cfg.method.fm.coupling == "ot" and cfg.method.refine.enabled is False
+    assert cfg.method.refine.flow_updates == 30 and cfg.trainer.max_steps == 3000
     cfg = _compose("problem=toy2d")
-    assert cfg.method.fm_coupling == "independent" and cfg.method.refine is True
-    assert cfg.method.gamma == 0.5
-    assert cfg.method.flow_updates == 150 and cfg.trainer.max_steps == 8000
-    cfg = _compose("problem=toy2d", "method.flow_updates=7", "trainer.max_steps=100")
-    assert cfg.method.flow_updates == 7 and cfg.trainer.max_steps == 100
-    cfg = _compose("problem=gaussian", "method.refine=true", "method.fm_coupling=independent")
-    assert cfg.method.fm_coupling == "independent" and cfg.method.refine is True
+    assert cfg.method.fm.coupling == "independent" and cfg.method.refine.enabled is True
+    assert cfg.method.refine.gamma == 0.5
+    assert cfg.method.refine.flow_updates == 150 and cfg.trainer.max_steps == 8000
+    cfg = _compose("problem=toy2d", "method.refine.flow_updates=7", "trainer.max_steps=100")
+    assert cfg.method.refine.flow_updates == 7 and cfg.trainer.max_steps == 100
+    cfg = _compose(
+        "problem=gaussian", "method.refine.enabled=true", "method.fm.coupling=independent"
+    )
+    assert cfg.method.fm.coupling == "independent" and cfg.method.refine.enabled is True
 
 
 # -- end to end -------------------------------------------------------------------------
@@ -310,7 +338,7 @@ def test_qflow_run_on_a_toy_pair(tmp_path, one_thread):
 
 
 def test_qflow_run_on_gaussians_reports_uvp(tmp_path, one_thread):
-    train(tmp_path, *QFAST, "problem=gaussian", "d=4", "method.refine=false")
+    train(tmp_path, *QFAST, "problem=gaussian", "d=4", "method.refine.enabled=false")
     (folder,) = run_folders(tmp_path)
     met = read_results(folder)["metrics"]
     for key in ("uvp_fwd", "uvp_bwd", "w2_sq", "w2_sq_true"):

@@ -95,6 +95,55 @@ def test_sigint_is_recorded_and_a_checkpoint_elsewhere_resumes_into_a_new_folder
     assert [(r["seeds_ok"], r["seeds"]) for r in rows] == [(1, 1)]
 
 
+# Q-flow on dre_mixtures without refinement: 50 flow-matching steps, then 150 density-ratio
+# steps; the first checkpoint comes at step 60, inside the ratio phase, so it carries the
+# pushed ratio pool and the ratio step counter (QFlow.resume_attributes)
+QFLOW = [
+    "method=qflow",
+    "problem=dre_mixtures",
+    "problem.ratio_test_points=500",
+    "trainer.max_steps=200",
+    "checkpoint_every=60",
+    "method.refine.enabled=false",
+    "method.fm.batch=128",
+    "method.ratio.steps=150",
+    "method.ratio.batch=64",
+    "method.ratio.pool_size=256",
+    "method.ratio.kde_points=300",
+    "method.eval_points=200",
+    "eval_points=200",
+    "inference_points=1000",
+    "logger=csv",
+    "threads=1",
+]
+
+
+def test_qflow_resumed_in_the_ratio_phase_matches_the_uninterrupted_run(tmp_path):
+    import torch
+
+    train(tmp_path, *QFLOW, f"hydra.run.dir={tmp_path / 'full'}")
+    full = read_results(tmp_path / "full")
+
+    folder = tmp_path / "cut"
+    cmd = [sys.executable, "train.py", *QFLOW, f"hydra.run.dir={folder}"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(folder / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    cut = read_results(folder)
+    assert cut["status"] == "interrupted" and 60 <= cut["step"] < 200
+    state = torch.load(Path(cut["checkpoint"]), weights_only=True)["method_state"]
+    assert state["_ratio_pool"].shape == (10, 256, 2) and state["_ratio_step_count"] >= 10
+
+    train(tmp_path, *QFLOW, f"hydra.run.dir={folder}", "ckpt_path=auto")
+    resumed = read_results(folder)
+    assert resumed["status"] == "ok" and resumed["step"] == 200
+    assert resumed["metrics"].keys() == full["metrics"].keys()
+    for key, value in full["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5), key
+
+
 def test_a_run_folder_is_never_overwritten(tmp_path):
     folder = tmp_path / "run"
     train(tmp_path, *LONG, "trainer.max_steps=5", f"hydra.run.dir={folder}")

@@ -101,11 +101,45 @@ class OTMethod(pl.LightningModule):
         """Method-specific figures written into the run folder ``out``; returns their paths."""
         return []
 
+    # -- shared helpers -------------------------------------------------------------------
+    @torch.no_grad()
+    def map_in_chunks(
+        self,
+        fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]],
+        z: Tensor,
+        chunk: int = 8192,
+        dim: int = 0,
+    ) -> Tensor | tuple[Tensor, ...]:
+        """``fn`` on float32 chunks of z (n, d) on this method's device, without gradients.
+
+        Parameters
+        ----------
+        fn : callable
+            Maps a chunk (k, d) to a tensor, or a tuple of tensors, with the points along
+            ``dim``; it may switch gradients back on inside (``torch.enable_grad``), e.g. for
+            a map that is the gradient of a potential.
+        z : Tensor
+            The points (n, d), on any device and in any float dtype.
+        chunk : int
+            Points per call (bounds the memory of an evaluation).
+        dim : int
+            The points' dimension of ``fn``'s outputs, along which the chunks are joined.
+
+        Returns
+        -------
+        Tensor or tuple of Tensor
+            The joined, detached outputs, on this method's device.
+        """
+        parts = [fn(c) for c in z.to(self.device, torch.float32).split(chunk)]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(p, dim=dim).detach() for p in zip(*parts))
+        return torch.cat(parts, dim=dim).detach()
+
     # -- divergence guard -----------------------------------------------------------------
     def check_loss(self, loss: Tensor) -> None:
         """Raise TrainingDiverged for a non-finite loss or one that exploded (EXPLOSION_FACTOR).
 
-        Called on every training step (subclasses with their own ``training_step`` call it too).
+        Called on every training step (by ``report_step``).
         """
         value = float(loss.detach())
         step = int(self.global_step)
@@ -158,13 +192,22 @@ class OTMethod(pl.LightningModule):
                     f"{BOX_FACTOR:.0f} times the data's radius {radius:.3g}",
                 )
 
-    # -- Lightning plumbing ---------------------------------------------------------------
-    def training_step(self, batch, batch_idx):  # noqa: D102
-        loss, logs = self.training_loss(self.global_step)
+    def report_step(self, loss: Tensor, logs: dict[str, Tensor]) -> None:
+        """The divergence guard (``check_loss``) on a step's loss, then ``train/loss`` and
+        ``train/<name>`` for its parts in the logs; before the backward pass.
+
+        ``training_step`` calls it; a method with its own (manual-optimisation) training step
+        calls it too.
+        """
         self.check_loss(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=1)
         for k, v in logs.items():
             self.log(f"train/{k}", v, batch_size=1)
+
+    # -- Lightning plumbing ---------------------------------------------------------------
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        loss, logs = self.training_loss(self.global_step)
+        self.report_step(loss, logs)
         return loss
 
     def validation_step(self, batch, batch_idx):  # noqa: D102

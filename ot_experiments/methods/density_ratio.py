@@ -11,18 +11,27 @@ whose minimiser is ℓ_k = log p_k − log p_{k−1}; hence log(q/p)(x) ≈ Σ_k
 Baselines: "1 ratio", one classifier c between P and Q with the same logistic loss
 (c* = log q − log p), and KDE, log q̂(x) − log p̂(x) with Gaussian kernels of bandwidth
 0.1 × median pairwise distance.
+
+``FlowRatioEstimator`` trains the flow-ratio net and the 1-ratio classifier on a flow's pushed
+samples and reports the three estimates; Q-flow holds one (``method.density_ratio``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from ot_experiments.errors import ConfigError
 from ot_experiments.metrics.distances import pairwise_distances
+
+if TYPE_CHECKING:
+    from ot_experiments.problems.base import Problem
 
 # r(x, t): x (n, d), t scalar → (n,)
 TimeRatio = Callable[[Tensor, Tensor | float], Tensor]
@@ -118,95 +127,175 @@ def mean_absolute_error(est: Tensor, true: Tensor) -> float:
     return float((est - true).abs().mean())
 
 
-# -- figures ----------------------------------------------------------------------------
-def _grid(low: Tensor, high: Tensor, n: int = 120) -> tuple[Tensor, Tensor, Tensor]:
-    xs = torch.linspace(float(low[0]), float(high[0]), n)
-    ys = torch.linspace(float(low[1]), float(high[1]), n)
-    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
-    return gx, gy, torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+# -- the estimator Q-flow trains at the end ---------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RatioSettings:
+    """Density-ratio estimation along the flow (``method.ratio``).
 
-
-def plot_dre(method, problem, out) -> list:
-    """True vs estimated log(q/p) heatmaps and the flow's intermediate distributions.
-
-    ``log_ratio_heatmaps.png``: true, Q-flow-ratio, 1 ratio, KDE on a shared colour scale
-    (MAE on the test points in the titles). ``flow_intermediate.png``: top, samples pushed
-    to the grid times; bottom, the per-interval estimates ℓ_k (paper Fig. 3).
+    Attributes
+    ----------
+    steps, lr, batch : int, float, int
+        Adam steps and learning rate of the ratio nets, samples per grid time and step.
+    lr_final : float
+        The lr decays exponentially to ``lr_final`` × ``lr`` over the steps (1: constant).
+    times : int
+        Grid times t_0 = 0 < … < t_K = 1 (equally spaced).
+    pool_size : int
+        Source samples pushed once along the grid times (a small pool over-fits: with 1,024
+        the test MAE grew during training).
+    ends : {"real", "pushed"}
+        Samples of the chain's end points: ``real`` uses fresh P and Q samples at t = 0 and
+        t = 1, so the telescoped sum targets log(q/p) even where T#P ≠ Q; ``pushed`` uses the
+        pushed pool at every time (its last set estimates T#P, not Q).
+    kde_points, kde_factor : int, float
+        Samples per side and bandwidth factor of the KDE baseline.
     """
-    from pathlib import Path
 
-    import matplotlib.pyplot as plt
+    steps: int = 1000
+    lr: float = 1e-3
+    lr_final: float = 1.0
+    batch: int = 500
+    times: int = 10
+    pool_size: int = 20_000
+    ends: str = "real"
+    kde_points: int = 5000
+    kde_factor: float = 0.1
 
-    out = Path(out)
-    low, high = problem.bounding_box()
-    pad = 0.1 * (high - low)
-    gx, gy, pts = _grid(low - pad, high + pad)
-    true = problem.log_ratio_true(pts)
-    est = method.log_ratio_estimates(pts)
-    test = problem.ratio_test_points()
-    test_true = problem.log_ratio_true(test)
-    test_est = method.log_ratio_estimates(test)
-    vmin, vmax = float(test_true.min()), float(test_true.max())
-    panels = [("true log(q/p)", true, None)]
-    names = {"flow_ratio": "Q-flow-ratio", "one_ratio": "1 ratio", "kde": "KDE"}
-    for key, name in names.items():
-        panels.append((name, est[key], mean_absolute_error(test_est[key], test_true)))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
-    for ax, (name, val, mae) in zip(axes, panels):
-        im = ax.pcolormesh(
-            gx, gy, val.reshape(gx.shape), vmin=vmin, vmax=vmax, cmap="coolwarm", shading="auto"
-        )
-        ax.set_title(name if mae is None else f"{name}, MAE {mae:.3f}")
-        ax.set_aspect("equal")
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85)
-    heat = out / "log_ratio_heatmaps.png"
-    fig.savefig(heat, dpi=100)
-    plt.close(fig)
+    def __post_init__(self) -> None:
+        if self.ends not in ("real", "pushed"):
+            raise ConfigError(
+                f"method.ratio.ends={self.ends!r} is not valid; choose real or pushed"
+            )
+        for f in dataclasses.fields(self):
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            object.__setattr__(self, f.name, kind(getattr(self, f.name)))
 
-    ts = torch.linspace(0.0, 1.0, method.ratio_times)
-    g = torch.Generator().manual_seed(11)
-    traj = method.trajectory(problem.sample_source(2000, generator=g), ts).cpu()
-    k = len(ts)
-    fig, axes = plt.subplots(2, k, figsize=(2.2 * k, 4.6), squeeze=False)
-    gx2, gy2, pts2 = _grid(low - pad, high + pad, 80)
-    with torch.no_grad():
-        z = pts2.to(method.device)
-        ells = [
-            interval_integral(method.ratio_net, z, float(ts[i - 1]), float(ts[i])).cpu()
-            for i in range(1, k)
-        ]
-    lim = max(float(e.abs().quantile(0.99)) for e in ells) if ells else 1.0
-    for i in range(k):
-        ax = axes[0, i]
-        ax.scatter(*traj[i].T, s=1, alpha=0.4)
-        ax.set_title(f"t = {float(ts[i]):.2f}", fontsize=8)
-        ax.set_xlim(float(low[0] - pad[0]), float(high[0] + pad[0]))
-        ax.set_ylim(float(low[1] - pad[1]), float(high[1] + pad[1]))
-        ax = axes[1, i]
-        if i == 0:
-            ax.axis("off")
-            continue
-        ax.pcolormesh(
-            gx2,
-            gy2,
-            ells[i - 1].reshape(gx2.shape),
-            cmap="coolwarm",
-            vmin=-lim,
-            vmax=lim,
-            shading="auto",
-        )
-        ax.set_title(f"ℓ_{i} ≈ log p_{i}/p_{i - 1}", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    inter = out / "flow_intermediate.png"
-    fig.savefig(inter, dpi=100)
-    plt.close(fig)
-    return [heat, inter]
+
+class FlowRatioEstimator:
+    """log(q/p) by the Q-flow-ratio net r(x, t) along a flow, with the two baselines.
+
+    The networks are owned (registered) by the method; the estimator holds its training
+    state: the pushed pool, whether it was trained, the steps taken (lr decay) and the KDE
+    samples.
+
+    Parameters
+    ----------
+    ratio_net : nn.Module
+        r(x, t), called as ``ratio_net(x (n, d), t)`` with t a scalar or a column (n, 1).
+    one_ratio : nn.Module
+        The "1 ratio" classifier c(x), (n, d) → (n, 1).
+    settings : RatioSettings
+        Sizes, learning rates and the end points of the chain.
+    """
+
+    def __init__(self, ratio_net: nn.Module, one_ratio: nn.Module, settings: RatioSettings):
+        self.ratio_net, self.one_ratio, self.settings = ratio_net, one_ratio, settings
+        self.pool: Tensor | None = None  # (times, pool_size, d), pushed once
+        self.trained = False
+        self.step_count = 0
+        self._kde: dict | None = None
+
+    def grid(self) -> Tensor:
+        """The grid times (K+1,), on the CPU."""
+        return torch.linspace(0.0, 1.0, self.settings.times)
+
+    def parameters(self) -> list[Tensor]:
+        """The parameters of both networks (one optimizer serves them)."""
+        return [*self.ratio_net.parameters(), *self.one_ratio.parameters()]
+
+    def step_loss(
+        self, draw: Callable[[str, int], Tensor], push: Callable[[Tensor, Tensor], Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Telescoping loss of the ratio net plus the 1-ratio logistic loss, and their parts.
+
+        Parameters
+        ----------
+        draw : callable
+            ``draw(side, n)``: n samples of ``"source"`` or ``"target"`` on the device.
+        push : callable
+            ``push(x (n, d), ts (m,))``: states (m, n, d) of the flow, without gradients.
+        """
+        s = self.settings
+        ts = self.grid()
+        if self.pool is None:
+            self.pool = push(draw("source", max(s.pool_size, s.batch)), ts)
+        pool = self.pool
+        idx = torch.randint(0, pool.shape[1], (len(ts), s.batch), device=pool.device)
+        batch = torch.stack([pool[k, idx[k]] for k in range(len(ts))])
+        if s.ends == "real":  # exact end points: the chain telescopes to log(q/p)
+            batch[0] = draw("source", s.batch)
+            batch[-1] = draw("target", s.batch)
+        lr_loss = flow_ratio_loss(self.ratio_net, batch, ts)
+        p, q = draw("source", s.batch), draw("target", s.batch)
+        one = logistic_ratio_loss(self.one_ratio(p)[:, 0], self.one_ratio(q)[:, 0])
+        self.trained = True
+        return lr_loss + one, {"flow_ratio": lr_loss.detach(), "one_ratio": one.detach()}
+
+    def decay_lr(self, opt: torch.optim.Optimizer, n_steps: int) -> None:
+        """lr_i = lr · lr_final^(i / n_steps) at the i-th call (``n_steps`` ratio steps)."""
+        frac = min(1.0, self.step_count / max(1, n_steps))
+        for group in opt.param_groups:
+            group["lr"] = self.settings.lr * self.settings.lr_final**frac
+        self.step_count += 1
+
+    def kde_reference(self, problem: Problem) -> dict:
+        """The KDE's P and Q samples (fixed seed) and bandwidth ``h``, made once."""
+        if self._kde is None:
+            n, g = self.settings.kde_points, torch.Generator().manual_seed(777)
+            p = problem.sample_source(n, generator=g)
+            q = problem.sample_target(n, generator=g)
+            self._kde = {"p": p, "q": q, "h": median_bandwidth(p, q, self.settings.kde_factor)}
+        return self._kde
+
+    @torch.no_grad()
+    def log_ratio_estimates(
+        self, x: Tensor, problem: Problem, device: torch.device | str
+    ) -> dict[str, Tensor]:
+        """log(q/p)(x) by the flow-ratio net, the 1-ratio classifier and KDE, each (n,) on the
+        CPU; {} before training."""
+        if not self.trained:
+            return {}
+        z = x.to(device)
+        kde = self.kde_reference(problem)
+        return {
+            "flow_ratio": flow_log_ratio(self.ratio_net, z, self.grid()).cpu(),
+            "one_ratio": self.one_ratio(z)[:, 0].cpu(),
+            "kde": kde_log_ratio(x.cpu(), kde["p"], kde["q"], kde["h"]),
+        }
+
+
+class OnEstimator:
+    """A method attribute kept on the method's ``FlowRatioEstimator`` (its ``dre``; the
+    ``default`` without one), so that it keeps the name checkpoints carry it by (Q-flow's
+    ``resume_attributes``: ``_ratio_pool = OnEstimator("pool", None)``).
+
+    Parameters
+    ----------
+    name : str
+        The estimator's attribute.
+    default : object
+        The value read when the method has no estimator (setting it then does nothing).
+    """
+
+    def __init__(self, name: str, default: Any) -> None:
+        self.name, self.default = name, default
+
+    def __get__(self, method, owner=None):
+        if method is None:
+            return self
+        dre = method.__dict__.get("dre")
+        return self.default if dre is None else getattr(dre, self.name)
+
+    def __set__(self, method, value) -> None:
+        dre = method.__dict__.get("dre")
+        if dre is not None:
+            setattr(dre, self.name, value)
 
 
 __all__ = [
+    "FlowRatioEstimator",
+    "OnEstimator",
+    "RatioSettings",
     "flow_log_ratio",
     "flow_ratio_loss",
     "interval_integral",
@@ -215,5 +304,4 @@ __all__ = [
     "logistic_ratio_loss",
     "mean_absolute_error",
     "median_bandwidth",
-    "plot_dre",
 ]

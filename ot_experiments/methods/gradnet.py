@@ -139,10 +139,7 @@ class GradNetOT(OTMethod):
         return map_and_jacobian(self.net, x, upper_only)
 
     def transport(self, x: Tensor, chunk: int = 8192) -> Tensor:
-        with torch.no_grad():
-            z = x.to(self.device, torch.float32)
-            out = torch.cat([self.net(c) for c in z.split(chunk)])
-        return out.to(x.device, x.dtype)
+        return self.map_in_chunks(self.net, x, chunk).to(x.device, x.dtype)
 
     def jacobian(self, x: Tensor) -> Tensor:
         """J_T(x), (n, d) → (n, d, d), detached."""

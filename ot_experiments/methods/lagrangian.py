@@ -314,20 +314,15 @@ class Lagrangian(OTMethod):
     @torch.no_grad()
     def _integrate(self, x: Tensor, chunk: int = 8192):
         """(zs, ells, vs, z_fine) for evaluation points x ∼ ρ0 (ℓ(0) = ln ρ0), no gradients."""
-        x = x.to(self.device, torch.float32)
         field = FrozenField(self.net, rk4_stage_times(self.n_intervals * self.n_substeps))
-        parts = [
-            rk4_characteristics(
-                field,
-                c,
-                self.problem.log_density_source(c),
-                self.n_intervals,
-                self.n_substeps,
-                return_fine=True,
+
+        def fn(c: Tensor) -> tuple[Tensor, ...]:
+            ell0 = self.problem.log_density_source(c)
+            return rk4_characteristics(
+                field, c, ell0, self.n_intervals, self.n_substeps, return_fine=True
             )
-            for c in x.split(chunk)
-        ]
-        return tuple(torch.cat(p, dim=1) for p in zip(*parts))
+
+        return self.map_in_chunks(fn, x, chunk, dim=1)
 
     def transport(self, x: Tensor) -> Tensor:
         return self._integrate(x)[0][-1].to(x.device)  # z(1)

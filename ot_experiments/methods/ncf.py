@@ -147,17 +147,17 @@ class NCF(OTMethod):
         return self.net(torch.cat([x, t], dim=1))[:, 0]
 
     # maps -------------------------------------------------------------------------------
-    def _chunked(self, fn, z: Tensor, chunk: int = 8192) -> Tensor:
-        z = z.to(self.device, torch.float32)
-        return torch.cat(
-            [fn(self.potential, c, self.horizon, self.ham).detach() for c in z.split(chunk)]
-        )
-
     def transport(self, x: Tensor) -> Tensor:
-        return self._chunked(ncf_forward_map, x).to(x.device)
+        def fn(c: Tensor) -> Tensor:
+            return ncf_forward_map(self.potential, c, self.horizon, self.ham)
+
+        return self.map_in_chunks(fn, x).to(x.device)
 
     def inverse_transport(self, y: Tensor) -> Tensor:
-        return self._chunked(ncf_backward_map, y).to(y.device)
+        def fn(c: Tensor) -> Tensor:
+            return ncf_backward_map(self.potential, c, self.horizon, self.ham)
+
+        return self.map_in_chunks(fn, y).to(y.device)
 
     def trajectory(self, x: Tensor, ts: Tensor) -> Tensor:
         """Straight characteristics x + t ∇H(∇u(x, 0)) at times ``ts`` (k,) → (k, n, d)."""

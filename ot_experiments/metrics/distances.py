@@ -35,26 +35,56 @@ def l2_uvp(mapped: Tensor, true_mapped: Tensor, variance: float) -> float:
     return float(100 * (mapped - true_mapped).square().sum(1).mean() / variance)
 
 
-def _uniform_problem(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Uniform weights of x (n, d) and y (m, d) and their squared-distance cost (n, m)."""
+EMD_MAX_ITER = 10_000_000  # POT's network simplex iteration cap for every exact solve here
+
+
+def uniform_ot_problem(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uniform weights of x (n, d) and y (m, d) and their squared-distance cost (n, m), float64.
+
+    The one place where sample sets become a discrete OT problem: ``emd_w2_sq``,
+    ``exact_plan`` and the POT baselines (``baselines.pot``) all start here.
+    """
     a = np.asarray(x.detach().double().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
     b = np.asarray(y.detach().double().cpu() if isinstance(y, Tensor) else y, dtype=np.float64)
     return np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), ot.dist(a, b)
 
 
-def emd_w2_sq(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
+def emd_w2_sq(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, max_iter: int = EMD_MAX_ITER
+) -> float:
     """Exact W2² between two uniform sample sets with POT: min_π Σ πᵢⱼ ‖xᵢ − yⱼ‖²."""
-    wa, wb, cost = _uniform_problem(x, y)
-    return float(ot.emd2(wa, wb, cost, numItermax=10_000_000))
+    wa, wb, cost = uniform_ot_problem(x, y)
+    return float(ot.emd2(wa, wb, cost, numItermax=max_iter))
 
 
 def exact_plan(
-    x: Tensor | np.ndarray, y: Tensor | np.ndarray, max_iter: int = 10_000_000
+    x: Tensor | np.ndarray,
+    y: Tensor | np.ndarray,
+    max_iter: int = EMD_MAX_ITER,
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """The exact OT plan π (n, m) between uniform sample sets x (n, d), y (m, d) for the
-    squared Euclidean cost (POT ``ot.emd``); for n = m a permutation scaled by 1/n."""
-    wa, wb, cost = _uniform_problem(x, y)
+    """The exact OT plan π (n, m) between sample sets x (n, d), y (m, d) for the squared
+    Euclidean cost (POT ``ot.emd``).
+
+    ``weights``: the two weight vectors (each summing to 1), default uniform; for uniform
+    weights and n = m the plan is a permutation scaled by 1/n.
+    """
+    wa, wb, cost = uniform_ot_problem(x, y)
+    if weights is not None:
+        wa, wb = weights
     return ot.emd(wa, wb, cost, numItermax=max_iter)
+
+
+def ot_pairing(x0: Tensor, x1: Tensor, max_iter: int = 1_000_000) -> Tensor:
+    """Reorder x1 (n, d) by the exact OT plan (``exact_plan``) to x0 (n, d), e.g. the pairs
+    of mini-batch OT flow matching.
+
+    With equal uniform weights the plan is a permutation: returns x1[σ] with σ optimal.
+    """
+    plan = exact_plan(x0, x1, max_iter=max_iter)
+    return x1[torch.as_tensor(plan.argmax(1), device=x1.device)]
 
 
 def sinkhorn_divergence(
@@ -104,12 +134,15 @@ def frechet_distance(fa: Tensor, fb: Tensor) -> float:
 
 
 __all__ = [
+    "EMD_MAX_ITER",
     "emd_w2_sq",
     "exact_plan",
     "energy_distance",
     "frechet_distance",
     "l2_uvp",
+    "ot_pairing",
     "pairwise_distances",
     "sinkhorn_divergence",
     "sliced_w2",
+    "uniform_ot_problem",
 ]

@@ -214,12 +214,12 @@ class MnistMorphingProblem(Problem):
     def pixel_barycentric_map(self) -> Tensor:
         """T_bary at every kept source pixel centre (k, 2), from ``ot.emd`` on the pixel grids."""
         if self._pixel_map is None:
-            import ot
+            from ot_experiments.metrics.distances import exact_plan
 
             a = self.src_weights.numpy()
             b = self.tgt_weights.numpy()
             xs, xt = self.src_centres.numpy(), self.tgt_centres.numpy()
-            plan = ot.emd(a / a.sum(), b / b.sum(), ot.dist(xs, xt), numItermax=10_000_000)
+            plan = exact_plan(xs, xt, weights=(a / a.sum(), b / b.sum()))
             self._pixel_map = torch.from_numpy(barycentric_projection(plan, xt))
         return self._pixel_map
 
