@@ -215,7 +215,7 @@ def test_tiny_latent_run_end_to_end(tmp_path):
     (folder,) = run_folders(tmp_path)
     res = read_results(folder)
     m = res["metrics"]
-    assert res["preset"] == "fmnist_to_mnist" and res["reference"]["accuracy_fwd"] == 83.42
+    assert res["label"] == "fmnist_to_mnist" and res["reference"]["accuracy_fwd"] == 83.42
     for key in ("accuracy_fwd", "accuracy_bwd", "fid_fwd", "fid_bwd", "classifier_acc_target"):
         assert np.isfinite(m[key]), key
     assert 0 <= m["accuracy_fwd"] <= 100

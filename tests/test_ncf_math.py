@@ -95,3 +95,40 @@ def test_power_hamiltonian():
     torch.testing.assert_close(PowerHamiltonian(2.0).grad(p), QuadraticHamiltonian().grad(p))
     with pytest.raises(ValueError):
         PowerHamiltonian(1.0)
+
+
+def test_data_collocation_lies_between_the_samples_at_its_time():
+    """collocation=data: x = (1 − t/T) x₀ + (t/T) y₀; with μ = δ₀ and ν = δ₁ that is x = t/T · 1;
+    collocation=box draws inside the bounding box."""
+    from functools import partial
+
+    from ot_experiments.methods.ncf import NCF
+    from ot_experiments.networks import MLP
+    from ot_experiments.problems.base import Problem
+
+    class Points(Problem):
+        dim = 3
+
+        def sample_source(self, n, *, generator=None, device="cpu", cls=None):
+            return torch.zeros(n, 3, device=device)
+
+        def sample_target(self, n, *, generator=None, device="cpu", cls=None):
+            return torch.ones(n, 3, device=device)
+
+    def make(collocation):
+        return NCF(
+            Points(),
+            partial(MLP, hidden=(8,)),
+            partial(torch.optim.Adam),
+            horizon=2.0,
+            collocation=collocation,
+        )
+
+    x, t = make("data").collocation_points(500)
+    assert x.shape == (500, 3) and t.shape == (500, 1)
+    assert torch.allclose(x, (t / 2.0).expand(-1, 3), atol=1e-6)
+    assert 0 <= float(t.min()) and float(t.max()) <= 2.0 and float(t.std()) > 0.3
+    xb, _ = make("box").collocation_points(500)
+    assert float(xb.min()) >= 0.0 and float(xb.max()) <= 1.0
+    with pytest.raises(Exception, match="choose box or data"):
+        make("grid")

@@ -98,6 +98,11 @@ class NCF(OTMethod):
         Class-conditional MMD; ``auto`` uses labels whenever the problem offers them.
     time_weight_decay : float
         w(t) = exp(−a t / T) in the HJ loss; a = 0 gives w ≡ 1.
+    collocation : {"box", "data"}
+        Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
+        paper), or ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
+        target sample (the region the characteristics sweep; in high d a uniform box point is
+        almost never near it).
     """
 
     has_inverse = True
@@ -116,12 +121,17 @@ class NCF(OTMethod):
         n_mmd: int = 2000,
         conditional: str | bool = "auto",
         time_weight_decay: float = 0.0,
+        collocation: str = "box",
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
         if hj_loss not in ("implicit", "pinn", "none"):
             raise ConfigError(
                 f"method.hj_loss={hj_loss!r} is not valid; choose implicit, pinn or none"
+            )
+        if collocation not in ("box", "data"):
+            raise ConfigError(
+                f"method.collocation={collocation!r} is not valid; choose box or data"
             )
         if conditional is True and "labels" not in problem.offers:
             raise ConfigError(
@@ -137,6 +147,7 @@ class NCF(OTMethod):
         self.n_mmd = int(n_mmd)
         self.conditional = "labels" in problem.offers if conditional == "auto" else conditional
         self.time_weight_decay = float(time_weight_decay)
+        self.collocation = collocation
         low, high = problem.bounding_box()
         self.register_buffer("box_low", low)
         self.register_buffer("box_high", high)
@@ -165,11 +176,22 @@ class NCF(OTMethod):
         return x[None] + ts.to(x)[:, None, None] * v[None]
 
     # losses -----------------------------------------------------------------------------
+    def collocation_points(self, n: int) -> tuple[Tensor, Tensor]:
+        """(x (n, d), t (n, 1)) for the HJ residual: uniform on box × [0, T], or with
+        ``collocation="data"`` x = (1 − t/T) x₀ + (t/T) y₀, x₀ ∼ μ, y₀ ∼ ν independent."""
+        dev = self.device
+        if self.collocation == "box":
+            x = self.box_low + (self.box_high - self.box_low) * torch.rand(n, self.dim, device=dev)
+            return x, self.horizon * torch.rand(n, 1, device=dev)
+        t = self.horizon * torch.rand(n, 1, device=dev)
+        s = t / self.horizon
+        x0 = self.problem.sample_source(n, device=dev)
+        y0 = self.problem.sample_target(n, device=dev)
+        return (1 - s) * x0 + s * y0, t
+
     def hj_term(self) -> Tensor:
         """Mean of w(t) r(x, t)² over uniform collocation points on Ω × [0, T]."""
-        n, dev = self.n_collocation, self.device
-        x = self.box_low + (self.box_high - self.box_low) * torch.rand(n, self.dim, device=dev)
-        t = self.horizon * torch.rand(n, 1, device=dev)
+        x, t = self.collocation_points(self.n_collocation)
         resid_fn = hj_implicit_residual if self.hj_loss == "implicit" else hj_pinn_residual
         r = resid_fn(self.potential, x, t, self.ham)
         w = torch.exp(-self.time_weight_decay * t[:, 0] / self.horizon)
