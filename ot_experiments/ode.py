@@ -207,3 +207,14 @@ def integrate(
     kwargs = {"adjoint_params": tuple(velocity.parameters())} if adjoint else {}
     sol = solve(velocity, x, grid, method="rk4", **kwargs)
     return sol[idx.to(x.device)]
+
+
+def path_integral(cost: Callable[[Tensor], Tensor], zs: Tensor, weights: Tensor) -> Tensor:
+    """∫₀¹ Σᵢ wᵢ c(zᵢ(t)) dt by composite Simpson on equally spaced positions.
+
+    ``cost`` maps points (m, d) → (m,); ``zs`` (2N + 1, n, d) on [0, 1]; ``weights`` (n,)
+    → scalar.
+    """
+    k, n, d = zs.shape
+    q = cost(zs.reshape(k * n, d)).reshape(k, n)
+    return simpson(q @ weights, (k - 1) // 2)

@@ -35,6 +35,7 @@ from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
 from ot_experiments.networks.nodal import FrozenField
 from ot_experiments.ode import (
+    path_integral,
     refine_path,
     rk4_characteristics,
     rk4_path,
@@ -281,9 +282,7 @@ class Lagrangian(OTMethod):
         Called with every RK4 step (``obstacle_quadrature=substeps``: a fast particle cannot
         jump a thin wall between quadrature points) or with the Simpson nodes only (``nodes``).
         """
-        k, n, d = zs.shape
-        q = self.problem.path_cost(zs.reshape(k * n, d), step=step).reshape(k, n)
-        return simpson(q @ weights, (k - 1) // 2)
+        return path_integral(lambda z: self.problem.path_cost(z, step=step), zs, weights)
 
     def training_loss(self, step: int):
         x, log_rho0, w = self._starts(self.batch_size)

@@ -261,13 +261,12 @@ class CrowdMotionProblem(Problem):
         ``obstacle_fraction``: the share of path points inside the obstacle core, with every
         path step refined to ``CORE_REFINE`` points on straight segments so that a jump
         across a thin wall is counted."""
-        from ot_experiments.ode import refine_path, simpson
+        from ot_experiments.ode import path_integral, refine_path
 
         path = method.paths(x).to(x.device, x.dtype)  # (k, n, d), k odd
         k, n, d = path.shape
-        q = self.path_cost(path.reshape(k * n, d)).reshape(k, n)
-        w = torch.full((n,), 1.0 / n, dtype=q.dtype, device=q.device)
-        out = {"obstacle_cost": float(simpson(q @ w, (k - 1) // 2))}
+        w = torch.full((n,), 1.0 / n, dtype=path.dtype, device=path.device)
+        out = {"obstacle_cost": float(path_integral(self.path_cost, path, w))}
         fine = refine_path(path, CORE_REFINE)
         inside = self.in_obstacle_core(fine.reshape(-1, d))
         out["obstacle_fraction"] = float(inside.float().mean())
