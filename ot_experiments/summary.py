@@ -27,6 +27,7 @@ def new_results(cfg: DictConfig, resume: Path | None) -> dict:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "experiment": cfg.get("experiment_name"),
+        "budget": cfg.get("budget"),
         "table_metrics": list(cfg.get("table_metrics") or []),
         "method": cfg.method.get("name", "?"),
         "problem": cfg.problem.get("name", "?"),

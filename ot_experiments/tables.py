@@ -315,8 +315,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--plot", action="append", default=[], help="metric to draw against d")
     parser.add_argument("--x", default="d", help="the swept key on the x axis (default d)")
+    parser.add_argument(
+        "--store", metavar="DEST", help="copy the sweep's results.json/metrics.csv files to DEST"
+    )
+    parser.add_argument(
+        "--overview",
+        metavar="README",
+        help="FOLDER holds stored sweeps: write their one-line-per-table summary into README",
+    )
     args = parser.parse_args(argv)
     metrics = args.metrics.split(",") if args.metrics else None
+    if args.overview:
+        from ot_experiments.overview import write_overview
+
+        print(write_overview(args.folder, args.overview))
+        return
+    if args.store:
+        from ot_experiments.overview import store_sweep
+
+        print(f"stored in {store_sweep(args.folder, args.store)}")
     print(make_table(args.folder, metrics))
     for metric in args.plot:
         print(f"figure: {plot_metric(args.folder, metric, args.x)}")
