@@ -118,7 +118,8 @@ def overview(folder: str | Path, link_root: str = "", conf: Path = CONF) -> str:
         command = f"python train.py -m experiment={experiment}"
         budgets = sorted(b for e, b in groups if e == experiment)
         if not budgets:
-            lines.append(f"| {title} | `{command}` | no stored runs yet (older numbers: tables.md, below) |")
+            missing = "no stored runs yet (older numbers: tables.md, below)"
+            lines.append(f"| {title} | `{command}` | {missing} |")
         for budget in budgets:
             runs = groups[(experiment, budget)]
             sets = sorted({Path(r["_path"]).relative_to(folder).parts[0] for r in runs})

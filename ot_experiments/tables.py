@@ -233,66 +233,6 @@ def write_csv(rows: list[dict], metrics: list[str], path: Path) -> None:
             w.writerow(out)
 
 
-def plot_metric(folder: str | Path, metric: str, x: str = "d") -> Path:
-    """``<metric>_vs_<x>.png`` in ``folder``: the metric's seed mean against ``x`` (a
-    results.json field such as ``d`` or ``seed``, or an override key such as ``method.lr``),
-    one line per method, with the seeds' standard deviation as error bars; log scales when the
-    values span more than a decade."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for res in load_results(folder):
-        value = lookup(res, metric)
-        xv = res.get(x) if x in res else _override(res, x)
-        if res.get("status") == "ok" and isinstance(value, (int, float)) and xv is not None:
-            series[str(res.get("method"))][float(xv)].append(float(value))
-    if not series:
-        raise SystemExit(f"no finished run under {folder} has both {metric} and {x}")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    values = []
-    for method, points in sorted(series.items()):
-        xs = sorted(points)
-        stats = [_mean_std(points[v]) for v in xs]
-        values += [m for m, _ in stats]
-        ax.errorbar(
-            xs,
-            [m for m, _ in stats],
-            yerr=[s for _, s in stats],
-            marker="o",
-            capsize=3,
-            label=method,
-        )
-    if min(values) > 0 and max(values) / min(values) > 10:
-        ax.set_yscale("log")
-    if x == "d":
-        ax.set_xscale("log", base=2)
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{folder.name}: {metric}")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    path = folder / f"{metric.replace('.', '_')}_vs_{x.replace('.', '_')}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _override(res: dict, key: str):
-    """The value of ``key=value`` among a run's overrides, as a number when it is one."""
-    for o in res.get("overrides", []):
-        if o.startswith(f"{key}="):
-            try:
-                return float(o.split("=", 1)[1])
-            except ValueError:
-                return None
-    return None
-
-
 def make_table(folder: str | Path, metrics: list[str] | None = None) -> str:
     """Write table.md and table.csv into ``folder``; return the Markdown."""
     folder = Path(folder)
@@ -314,6 +254,12 @@ def main(argv: list[str] | None = None) -> None:
         "--wandb", action="store_true", help="also log the table as a wandb.Table (offline run)"
     )
     parser.add_argument("--plot", action="append", default=[], help="metric to draw against d")
+    parser.add_argument(
+        "--curve",
+        action="append",
+        default=[],
+        help="validation metric (e.g. val/uvp_fwd) to draw against the step, one line per cell",
+    )
     parser.add_argument("--x", default="d", help="the swept key on the x axis (default d)")
     parser.add_argument(
         "--store", metavar="DEST", help="copy the sweep's results.json/metrics.csv files to DEST"
@@ -335,8 +281,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"stored in {store_sweep(args.folder, args.store)}")
     print(make_table(args.folder, metrics))
-    for metric in args.plot:
-        print(f"figure: {plot_metric(args.folder, metric, args.x)}")
+    if args.plot or args.curve:
+        from ot_experiments.table_figures import plot_curve, plot_metric
+
+        for metric in args.plot:
+            print(f"figure: {plot_metric(args.folder, metric, args.x)}")
+        for metric in args.curve:
+            print(f"figure: {plot_curve(args.folder, metric)}")
     if args.wandb:
         from ot_experiments.tracking import log_table
 

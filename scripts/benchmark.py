@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report)
     print(report)
-    from ot_experiments.tables import plot_metric
+    from ot_experiments.table_figures import plot_metric
 
     for metric in ("uvp_fwd", "w2_sq_rel_err", "timing.step_ms", "timing.peak_mem_mb"):
         try:

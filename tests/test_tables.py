@@ -124,7 +124,7 @@ def test_dotted_metrics_and_table_metrics_from_results(tmp_path):
 
 
 def test_plot_draws_a_metric_against_d_per_method(tmp_path):
-    from ot_experiments.tables import plot_metric
+    from ot_experiments.table_figures import plot_metric
 
     for i, (method, d, seed, uvp) in enumerate(
         [("ncf", 2, 0, 0.1), ("ncf", 2, 1, 0.2), ("ncf", 8, 0, 0.5), ("gradnet", 2, 0, 3.0)]
@@ -145,3 +145,29 @@ def test_plot_draws_a_metric_against_d_per_method(tmp_path):
     assert (tmp_path / "timing_step_ms_vs_d.png").exists()
     with pytest.raises(SystemExit, match="has both nothing and d"):
         plot_metric(tmp_path, "nothing")
+
+
+def test_curve_draws_the_validation_metric_against_the_step(tmp_path):
+    from ot_experiments.table_figures import plot_curve, read_curve
+
+    for i, d in enumerate([2, 8]):
+        write(
+            tmp_path,
+            f"{i}_d={d}",
+            status="ok",
+            d=d,
+            overrides=["experiment=t1a", f"d={d}", "seed=0"],
+            metrics={"uvp_fwd": 0.1 * d},
+            reference={"table": "T1a", "uvp_fwd": 0.01 * d},
+        )
+        rows = ["step,train/loss,val/uvp_fwd", "24,3.0,"]
+        rows += [f"499,2.0,{0.4 * d}", f"999,1.0,{0.1 * d}"]
+        (tmp_path / f"{i}_d={d}" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert read_curve(tmp_path / "1_d=8", "uvp_fwd") == ([499, 999], [3.2, 0.8])
+    assert read_curve(tmp_path / "1_d=8", "val/uvp_fwd") == ([499, 999], [3.2, 0.8])
+    assert read_curve(tmp_path / "1_d=8", "nothing") == ([], [])
+    main([str(tmp_path), "--curve", "val/uvp_fwd"])
+    path = tmp_path / "curve_val_uvp_fwd.png"
+    assert path.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="logged nothing in its metrics.csv"):
+        plot_curve(tmp_path, "nothing")
