@@ -183,3 +183,26 @@ def test_results_json_records_the_start(fast_run):
     res = json.loads((fast_run / "results.json").read_text())
     assert res["status"] == "ok" and res["step"] == 6
     assert res["started_at"].startswith("20") and isinstance(res["pid"], int)
+
+
+def test_a_signal_stops_the_whole_sweep_not_just_its_job(tmp_path):
+    """SIGTERM during the first job of a two-job sweep (basic launcher): that job is recorded as
+    interrupted and the second never starts; the exit status says which signal."""
+    cmd = [sys.executable, "train.py", "-m", *LONG, "seed=0,1", f"hydra.sweep.dir={tmp_path}"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    first = None
+    t0 = time.time()
+    while first is None:
+        found = sorted(tmp_path.glob("0_*/checkpoints/last.ckpt"))
+        first = found[0] if found else None
+        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in err
+    assert read_results(first.parent.parent)["status"] == "interrupted"
+    assert not list(tmp_path.glob("1_*")), "the second job started after the signal"
