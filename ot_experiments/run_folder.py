@@ -31,6 +31,15 @@ def resolve_checkpoint(ckpt_path: str | None, out: Path) -> Path | None:
     return path
 
 
+def finished_run(out: Path) -> dict | None:
+    """The results of the finished (``status: ok``) run in ``out``, else None."""
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+    return old if old.get("status") == "ok" else None
+
+
 def refuse_existing_run(out: Path, resume: Path | None) -> None:
     """Never overwrite a finished or interrupted run folder unless resuming it."""
     old = out / "results.json"
@@ -39,9 +48,10 @@ def refuse_existing_run(out: Path, resume: Path | None) -> None:
             status = json.loads(old.read_text()).get("status", "?")
         except (json.JSONDecodeError, OSError):
             status = "unreadable"
+        action = "leave it as it is" if status == "ok" else "resume it"
         raise ConfigError(
             f"the run folder {out} already holds a run (status {status}); pass ckpt_path=auto "
-            "to resume it, or choose another hydra.run.dir"
+            f"to {action}, or choose another hydra.run.dir"
         )
 
 

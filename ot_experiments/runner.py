@@ -26,7 +26,12 @@ from ot_experiments.checks import check_compatible, validate_config
 from ot_experiments.errors import ConfigError, TrainingDiverged
 from ot_experiments.references import reference_for
 from ot_experiments.results import write_json_atomic
-from ot_experiments.run_folder import mark_resumed, refuse_existing_run, resolve_checkpoint
+from ot_experiments.run_folder import (
+    finished_run,
+    mark_resumed,
+    refuse_existing_run,
+    resolve_checkpoint,
+)
 from ot_experiments.summary import evaluate_and_baselines, new_results, print_summary, timing
 from ot_experiments.tracking import finish as finish_wandb
 from ot_experiments.tracking import log_outcome
@@ -46,6 +51,9 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     writer = rank_zero_only.rank == 0
+    if cfg.get("ckpt_path") == "auto" and (done := finished_run(out)) is not None:
+        log.info("%s holds a finished run (status ok): nothing to do", out)
+        return done  # so that rerunning a stopped sweep with ckpt_path=auto finishes only the rest
     resume = resolve_checkpoint(cfg.get("ckpt_path"), out)
     if writer:
         refuse_existing_run(out, resume)

@@ -151,7 +151,16 @@ def test_a_run_folder_is_never_overwritten(tmp_path):
     ckpt_before = (folder / "checkpoints" / "last.ckpt").stat().st_mtime
     proc = train(tmp_path, *LONG, "trainer.max_steps=5", f"hydra.run.dir={folder}", check=False)
     assert proc.returncode != 0
-    assert "already holds a run (status ok); pass ckpt_path=auto" in proc.stderr
+    assert "already holds a run (status ok); pass ckpt_path=auto to leave it" in proc.stderr
+    assert (folder / "results.json").read_text() == before
+    assert (folder / "checkpoints" / "last.ckpt").stat().st_mtime == ckpt_before
+    # ckpt_path=auto on a finished run (a stopped sweep run again) leaves it as it is
+    proc = train(
+        tmp_path, *LONG, "trainer.max_steps=5", f"hydra.run.dir={folder}", "ckpt_path=auto"
+    )
+    assert proc.returncode == 0 and "holds a finished run (status ok): nothing to do" in (
+        proc.stdout + proc.stderr
+    )
     assert (folder / "results.json").read_text() == before
     assert (folder / "checkpoints" / "last.ckpt").stat().st_mtime == ckpt_before
 
