@@ -139,7 +139,8 @@ def test_wandb_logger_grouped_by_experiment_and_tagged(tmp_path):
     logger.experiment.finish()
 
 
-def test_lagrangian_reports_the_weight_average_by_default():
-    assert cfg_with("method=lagrangian").averaging._target_.endswith("EMAWeightAveraging")
-    assert not cfg_with("method=lagrangian", "averaging=none").averaging
-    assert not cfg_with("method=ncf").averaging
+def test_lagrangian_and_ncf_report_the_weight_average_by_default():
+    for method in ("lagrangian", "ncf"):
+        assert cfg_with(f"method={method}").averaging._target_.endswith("EMAWeightAveraging")
+        assert not cfg_with(f"method={method}", "averaging=none").averaging
+    assert not cfg_with("method=gradnet").averaging

@@ -171,15 +171,17 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     assert all(read_results(f)["status"] == "ok" for f in folders)
 
 
-def test_ema_averaging_reports_and_saves_the_averaged_weights(tmp_path, fast_run):
+def test_ema_averaging_reports_and_saves_the_averaged_weights(tmp_path):
     from ot_experiments.metrics import evaluate
 
-    # decay 0: the average is the last iterate, so the run equals the plain one
+    # decay 0: the average is the last iterate, so the run equals the one without averaging
+    train(tmp_path / "none", *FAST, "averaging=none")
     train(tmp_path / "d0", *FAST, "averaging=ema", "averaging.decay=0.0")
     train(tmp_path / "d9", *FAST, "averaging=ema", "averaging.decay=0.9")
+    (none,) = run_folders(tmp_path / "none")
     (last,) = run_folders(tmp_path / "d0")
     (averaged,) = run_folders(tmp_path / "d9")
-    plain = read_results(fast_run)["metrics"]
+    plain = read_results(none)["metrics"]
     assert read_results(last)["metrics"] == plain
     ema = read_results(averaged)["metrics"]
     assert ema["uvp_fwd"] != plain["uvp_fwd"]
