@@ -141,6 +141,6 @@ def test_wandb_logger_grouped_by_experiment_and_tagged(tmp_path):
 
 def test_lagrangian_and_ncf_report_the_weight_average_by_default():
     for method in ("lagrangian", "ncf"):
-        assert cfg_with(f"method={method}").averaging._target_.endswith("EMAWeightAveraging")
+        assert cfg_with(f"method={method}").averaging._target_.endswith("WarmupEMA")
         assert not cfg_with(f"method={method}", "averaging=none").averaging
     assert not cfg_with("method=gradnet").averaging
