@@ -10,6 +10,22 @@ from pathlib import Path
 from ot_experiments.tables import _mean_std, _natural, cell_key, load_results, lookup
 
 
+def _finish(plt, fig, ax, values, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, a log y scale when ``values`` span more than a decade, legend, grid; saved to
+    ``path`` and closed."""
+    if min(values) > 0 and max(values) / min(values) > 10:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _pyplot():
     import matplotlib
 
@@ -48,20 +64,10 @@ def plot_metric(folder: str | Path, metric: str, x: str = "d") -> Path:
             capsize=3,
             label=method,
         )
-    if min(values) > 0 and max(values) / min(values) > 10:
-        ax.set_yscale("log")
     if x == "d":
         ax.set_xscale("log", base=2)
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{folder.name}: {metric}")
-    ax.legend()
-    ax.grid(alpha=0.3)
     path = folder / f"{metric.replace('.', '_')}_vs_{x.replace('.', '_')}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, values, path, x, metric, f"{folder.name}: {metric}")
 
 
 def _override(res: dict, key: str):
@@ -114,15 +120,6 @@ def plot_curve(folder: str | Path, metric: str) -> Path:
         if isinstance(paper, (int, float)):
             ax.axhline(paper, color=color, linestyle="--", linewidth=0.8)
             values.append(paper)
-    if min(values) > 0 and max(values) / min(values) > 10:
-        ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{folder.name}: {metric} (dashed: the paper)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
     path = folder / f"curve_{metric.replace('/', '_').replace('.', '_')}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    title = f"{folder.name}: {metric} (dashed: the paper)"
+    return _finish(plt, fig, ax, values, path, "training step", metric, title)
