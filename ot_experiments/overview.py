@@ -38,17 +38,28 @@ START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
+def _experiment_configs(experiment: str, conf: Path) -> list[dict]:
+    """The experiment's config and its budget patches, as plain YAML."""
+    paths = [conf / "experiment" / f"{experiment}.yaml"]
+    paths += sorted((conf / "experiment_budget").glob(f"{experiment}_*.yaml"))
+    return [yaml.safe_load(p.read_text()) or {} for p in paths if p.exists()]
+
+
 def sweep_keys(experiment: str, conf: Path = CONF) -> set[str]:
     """The keys an experiment sweeps (``hydra.sweeper.params`` of its config and of its
     budget patches); an unknown experiment sweeps nothing."""
     keys: set[str] = set()
-    paths = [conf / "experiment" / f"{experiment}.yaml"]
-    paths += sorted((conf / "experiment_budget").glob(f"{experiment}_*.yaml"))
-    for path in paths:
-        if path.exists():
-            node = yaml.safe_load(path.read_text()) or {}
-            keys |= set(((node.get("hydra") or {}).get("sweeper") or {}).get("params") or {})
+    for node in _experiment_configs(experiment, conf):
+        keys |= set(((node.get("hydra") or {}).get("sweeper") or {}).get("params") or {})
     return keys
+
+
+def table_metrics(experiment: str, conf: Path = CONF) -> list[str] | None:
+    """The experiment's ``table_metrics`` as configured now (None: the collector's choice)."""
+    found = [
+        n["table_metrics"] for n in _experiment_configs(experiment, conf) if "table_metrics" in n
+    ]
+    return list(found[0]) if found else None
 
 
 def is_table_run(res: dict, keys: set[str]) -> bool:
@@ -86,10 +97,10 @@ def latest_table_runs(folder: str | Path, conf: Path = CONF) -> dict[tuple[str, 
     return groups
 
 
-def summary_line(runs: list[dict]) -> str:
+def summary_line(runs: list[dict], metrics: list[str] | None = None) -> str:
     """One sentence on a table's runs: cells at least as good as the paper per metric (or the
     metrics' range over cells where the paper has no number), then dates and compute time."""
-    rows, metrics = build_rows(runs)
+    rows, metrics = build_rows(runs, metrics)
     parts, ranges = [], []
     for m in metrics:
         verdicts = [r[f"{m}_ok"] for r in rows if f"{m}_ok" in r]
@@ -125,7 +136,8 @@ def overview(folder: str | Path, link_root: str = "", conf: Path = CONF) -> str:
             sets = sorted({Path(r["_path"]).relative_to(folder).parts[0] for r in runs})
             links = ", ".join(f"[{s}]({link_root}{s}/table.md)" for s in sets)
             full = command + ("" if budget == "small" else f" budget={budget}")
-            lines.append(f"| {title} | `{full}` | {summary_line(runs)}: {links} |")
+            line = summary_line(runs, table_metrics(experiment, conf))
+            lines.append(f"| {title} | `{full}` | {line}: {links} |")
     return "\n".join(lines) + "\n"
 
 

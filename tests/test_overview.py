@@ -14,6 +14,8 @@ from ot_experiments.overview import (
     overview,
     store_sweep,
     summary_line,
+    sweep_keys,
+    table_metrics,
     write_overview,
 )
 
@@ -55,6 +57,12 @@ def stored(tmp_path):
     _run(raw / "new" / "1", base + ["d=4", "trainer.max_steps=9"], 0.01, "2026-12-01T09:10:00")
     _run(raw / "plain" / "0", ["d=8"], 0.01, "2026-12-01T09:20:00", experiment=None)
     return raw
+
+
+def test_sweep_keys_and_table_metrics_come_from_the_experiment_configs():
+    assert sweep_keys("t1c") == {"problem.preset", "d", "seed"}  # t1c_paper.yaml sweeps seed too
+    assert table_metrics("t3") == ["mse_bary", "mse_bary_samples"]
+    assert table_metrics("no_such_table") is None and sweep_keys("no_such_table") == set()
 
 
 def test_a_table_run_has_only_plumbing_and_swept_overrides():
