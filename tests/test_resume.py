@@ -215,3 +215,8 @@ def test_a_signal_stops_the_whole_sweep_not_just_its_job(tmp_path):
     assert "interrupted by SIGTERM" in err
     assert read_results(first.parent.parent)["status"] == "interrupted"
     assert not list(tmp_path.glob("1_*")), "the second job started after the signal"
+    # the same command with ckpt_path=auto resumes the first job and runs the second
+    subprocess.run([*cmd, "ckpt_path=auto"], cwd=ROOT, env=env, check=True, capture_output=True)
+    jobs = sorted(tmp_path.glob("[01]_*"))
+    assert [read_results(job)["status"] for job in jobs] == ["ok", "ok"]
+    assert read_results(jobs[0])["resumed_from"] == str(first)
