@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ot_experiments.checks import CONF_DIR
 from ot_experiments.tables import build_rows, cell_key, load_results, make_table
 
 #: The tables in README order, with a short title.
@@ -35,7 +36,7 @@ TABLES = {
 #: Override keys that do not change what a run computes (where and how it runs, or logs).
 PLUMBING = ("experiment", "budget", "seed", "threads", "logger", "hardware", "hydra", "paths")
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(CONF_DIR)
 
 
 def _experiment_configs(experiment: str, conf: Path) -> list[dict]:
