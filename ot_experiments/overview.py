@@ -33,7 +33,8 @@ TABLES = {
     "t6": "T6: Q-flow density ratios",
     "benchmark_gaussian": "cross-method benchmark",
 }
-#: Override keys that do not change what a run computes (where and how it runs, or logs).
+#: Override keys of a table's own command: the table and budget, the seed, and where and how it
+#: runs or logs (the rest, besides the swept keys, make a run an ablation).
 PLUMBING = ("experiment", "budget", "seed", "threads", "logger", "hardware", "hydra", "paths")
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 CONF = Path(CONF_DIR)
