@@ -118,7 +118,8 @@ def summary_line(runs: list[dict], metrics: list[str] | None = None) -> str:
     dates = sorted(str(r.get("started_at", ""))[:10] for r in runs if r.get("started_at"))
     when = dates[0] if dates and dates[0] == dates[-1] else f"{dates[0]} … {dates[-1]}"
     minutes = sum((r.get("timing") or {}).get("wall_s", 0) for r in runs) / 60
-    tail = f"{cells} cell{'s' * (cells != 1)}, {len(runs)} run{'s' * (len(runs) != 1)}" + (f" ({bad} not ok)" if bad else "")
+    tail = f"{cells} cell{'s' * (cells != 1)}, {len(runs)} run{'s' * (len(runs) != 1)}"
+    tail += f" ({bad} not ok)" if bad else ""
     return f"{'; '.join(parts) or 'no metrics'} ({tail}; {when}; {minutes:.0f} min of runs)"
 
 
