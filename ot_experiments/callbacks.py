@@ -36,7 +36,6 @@ class WarmupEMA(WeightAveraging):
             return rate * avg + (1 - rate) * current
 
         super().__init__(avg_fn=average, **kwargs)
-        self.decay = decay
         self.update_starting_at_step = update_starting_at_step
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:

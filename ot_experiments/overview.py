@@ -85,9 +85,10 @@ def latest_table_runs(folder: str | Path, conf: Path = CONF) -> dict[tuple[str, 
     """The table runs under ``folder`` by (experiment, budget), the latest run of each (cell,
     seed)."""
     latest: dict[tuple, dict] = {}
+    keys = {experiment: sweep_keys(experiment, conf) for experiment in TABLES}
     for res in load_results(folder):
         experiment = res.get("experiment")
-        if experiment not in TABLES or not is_table_run(res, sweep_keys(experiment, conf)):
+        if experiment not in TABLES or not is_table_run(res, keys[experiment]):
             continue
         plain = [o for o in res.get("overrides", []) if not o.startswith("budget=")]
         key = (experiment, budget_of(res), cell_key({**res, "overrides": plain}), res.get("seed"))

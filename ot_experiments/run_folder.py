@@ -31,23 +31,25 @@ def resolve_checkpoint(ckpt_path: str | None, out: Path) -> Path | None:
     return path
 
 
-def finished_run(out: Path) -> dict | None:
-    """The results of the finished (``status: ok``) run in ``out``, else None."""
+def recorded_run(folder: Path) -> dict | None:
+    """The run recorded in ``folder``'s results.json; None when it is missing or unreadable."""
     try:
-        old = json.loads((out / "results.json").read_text())
+        return json.loads((folder / "results.json").read_text())
     except (json.JSONDecodeError, OSError):
         return None
-    return old if old.get("status") == "ok" else None
+
+
+def finished_run(out: Path) -> dict | None:
+    """The results of the finished (``status: ok``) run in ``out``, else None."""
+    old = recorded_run(out)
+    return old if old is not None and old.get("status") == "ok" else None
 
 
 def refuse_existing_run(out: Path, resume: Path | None) -> None:
     """Never overwrite a finished or interrupted run folder unless resuming it."""
-    old = out / "results.json"
-    if old.exists() and resume is None:
-        try:
-            status = json.loads(old.read_text()).get("status", "?")
-        except (json.JSONDecodeError, OSError):
-            status = "unreadable"
+    if (out / "results.json").exists() and resume is None:
+        old = recorded_run(out)
+        status = "unreadable" if old is None else old.get("status", "?")
         action = "leave it as it is" if status == "ok" else "resume it"
         raise ConfigError(
             f"the run folder {out} already holds a run (status {status}); pass ckpt_path=auto "
@@ -58,13 +60,9 @@ def refuse_existing_run(out: Path, resume: Path | None) -> None:
 def mark_resumed(ckpt: Path, out: Path) -> None:
     """Point the run folder that ``ckpt`` came from at the folder that finished it."""
     old_folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    path = old_folder / "results.json"
-    if old_folder.resolve() == out.resolve() or not path.exists():
+    if old_folder.resolve() == out.resolve():
         return
-    try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return
-    if old.get("status") != "ok":
+    old = recorded_run(old_folder)
+    if old is not None and old.get("status") != "ok":
         old["status"], old["resumed_in"] = "resumed", str(out)
-        write_json_atomic(path, old)
+        write_json_atomic(old_folder / "results.json", old)

@@ -279,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.store:
         from ot_experiments.overview import store_sweep
 
-        print(f"stored in {store_sweep(args.folder, args.store)}")
+        dest = store_sweep(args.folder, args.store)
+        print((dest / "table.md").read_text() + f"stored in {dest}")
+        return
     print(make_table(args.folder, metrics))
     if args.plot or args.curve:
         from ot_experiments.table_figures import plot_curve, plot_metric
