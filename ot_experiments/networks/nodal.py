@@ -81,18 +81,11 @@ class _TanhNodes(nn.Module):
 
     A sum of L nets of width H equals one net of width LH whose output bias is the sum of
     the L biases; the L biases are kept apart so that the parameter count is the paper's
-    L(M+1)(2dH + H + d). Initialisation: PyTorch's ``nn.Linear`` default, U(±1/√fan_in), the
-    output layer (W2, b2) scaled by ``output_scale`` (0: v ≡ 0 at the start).
+    L(M+1)(2dH + H + d). Initialisation: PyTorch's ``nn.Linear`` default, U(±1/√fan_in).
     """
 
     def __init__(
-        self,
-        in_dim: int,
-        out_dim: int | None,
-        time_intervals: int,
-        n_terms: int,
-        width: int,
-        output_scale: float = 1.0,
+        self, in_dim: int, out_dim: int | None, time_intervals: int, n_terms: int, width: int
     ):
         super().__init__()
         out_dim = in_dim if out_dim is None else out_dim
@@ -107,8 +100,8 @@ class _TanhNodes(nn.Module):
         k, nodes = n_terms * width, time_intervals + 1
         self.w1 = _uniform((nodes, k, in_dim), 1 / math.sqrt(in_dim))
         self.b1 = _uniform((nodes, k), 1 / math.sqrt(in_dim))
-        self.w2 = _uniform((nodes, in_dim, k), output_scale / math.sqrt(width))
-        self.b2 = _uniform((nodes, n_terms, in_dim), output_scale / math.sqrt(width))
+        self.w2 = _uniform((nodes, in_dim, k), 1 / math.sqrt(width))
+        self.b2 = _uniform((nodes, n_terms, in_dim), 1 / math.sqrt(width))
 
     def layer(self, t: float | Tensor) -> Layer:
         """The effective tanh layer (W1, b1, W2, b2) at time t."""
@@ -170,20 +163,12 @@ class NodalVelocity(_TanhNodes):
         L, two-layer nets summed per node (reference 2).
     width : int
         H, hidden width of each net (reference 20 for Gaussians, 5 for crowd motion).
-    output_scale : float
-        Factor on the output layer's initial bound U(±1/√H); 0 starts from v ≡ 0.
     """
 
     def __init__(
-        self,
-        in_dim,
-        out_dim=None,
-        time_intervals: int = 5,
-        n_terms: int = 2,
-        width: int = 20,
-        output_scale: float = 1.0,
+        self, in_dim, out_dim=None, time_intervals: int = 5, n_terms: int = 2, width: int = 20
     ):
-        super().__init__(in_dim, out_dim, time_intervals, n_terms, width, output_scale)
+        super().__init__(in_dim, out_dim, time_intervals, n_terms, width)
 
     def layers(self, times):
         i, s = self._hat(times)
@@ -227,15 +212,9 @@ class NodalWeightsVelocity(_TanhNodes):
     """
 
     def __init__(
-        self,
-        in_dim,
-        out_dim=None,
-        time_intervals: int = 5,
-        n_terms: int = 2,
-        width: int = 20,
-        output_scale: float = 1.0,
+        self, in_dim, out_dim=None, time_intervals: int = 5, n_terms: int = 2, width: int = 20
     ):
-        super().__init__(in_dim, out_dim, time_intervals, n_terms, width, output_scale)
+        super().__init__(in_dim, out_dim, time_intervals, n_terms, width)
 
     def layers(self, times):
         i, s = self._hat(times)
