@@ -104,7 +104,7 @@ def summary_line(runs: list[dict], metrics: list[str] | None = None) -> str:
     """One sentence on a table's runs: cells at least as good as the paper per metric (or the
     metrics' range over cells where the paper has no number), then dates and compute time."""
     rows, metrics = build_rows(runs, metrics)
-    parts, ranges = [], []
+    parts, ranges, extremes = [], [], []
     for m in metrics:
         verdicts = [r[f"{m}_ok"] for r in rows if f"{m}_ok" in r]
         values = [r[m][0] for r in rows if r.get(m) is not None]
@@ -112,8 +112,10 @@ def summary_line(runs: list[dict], metrics: list[str] | None = None) -> str:
             parts.append(f"{m} as good as the paper in {sum(verdicts)}/{len(verdicts)}")
         elif values and not m.endswith("_true"):
             low, high = min(values), max(values)
-            ranges.append(f"{m} {low:.3g}" + (f"–{high:.3g}" if high != low else ""))
-    parts = parts or ranges  # the paper's verdicts when it has numbers, else the values
+            text = f"{m} {low:.3g}" + (f"–{high:.3g}" if high != low else "")
+            (extremes if "@" in m else ranges).append(text)
+    # the paper's verdicts when it has numbers, else the values; single-seed extremes always
+    parts = (parts or ranges) + extremes
     bad = sum(r.get("status") != "ok" for r in runs)
     cells = len(rows)
     dates = sorted(str(r.get("started_at", ""))[:10] for r in runs if r.get("started_at"))

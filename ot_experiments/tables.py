@@ -4,7 +4,8 @@
 ``ot-tables ...``) writes ``table.md`` and ``table.csv`` into the folder and
 prints the Markdown. Only ``results.json`` files are read: no wandb account is needed.
 
-A *cell* is a job's overrides without ``seed=``; its value is mean ± std over seeds. A cell is
+A *cell* is a job's overrides without ``seed=``; its value is mean ± std over seeds
+(``<metric>@max`` / ``<metric>@min`` in the metric list: the worst or best single seed). A cell is
 "at least as good as the paper" when its mean is ≤ the paper's value for lower-is-better
 metrics, ≥ for higher-is-better ones, and, for ``w2_sq``, when it is as close to
 ``w2_sq_true`` as the paper's value. Failed, interrupted, running, killed and missing jobs are
@@ -115,6 +116,9 @@ def _natural(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
+SEED_EXTREMES = {"max": max, "min": min}  # ``<metric>@max``: the largest single-seed value
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
@@ -162,7 +166,11 @@ def build_rows(results: list[dict], metrics: list[str] | None = None) -> tuple[l
         }
         truth = next((r["metrics"]["w2_sq_true"] for r in ok if "w2_sq_true" in r["metrics"]), None)
         for m in metrics:
-            vals = [lookup(r, m) for r in ok if isinstance(lookup(r, m), (int, float))]
+            base, _, extreme = m.partition("@")
+            vals = [lookup(r, base) for r in ok if isinstance(lookup(r, base), (int, float))]
+            if extreme:
+                row[m] = (SEED_EXTREMES[extreme](vals), 0.0) if vals else None
+                continue
             row[m] = _mean_std(vals) if vals else None
             paper = next((r["reference"][m] for r in runs if m in r.get("reference", {})), None)
             row[f"{m}_paper"] = paper

@@ -82,6 +82,8 @@ def test_latest_run_per_cell_and_ablations_left_out(stored):
     assert by_d[4]["metrics"]["uvp_fwd"] == 0.30  # the ablation with max_steps=9 does not count
     line = summary_line(groups[("t1a", "small")])
     assert line.startswith("uvp_fwd as good as the paper in 0/2")
+    worst = summary_line(groups[("t1a", "small")], ["uvp_fwd", "uvp_fwd@max"])
+    assert worst.startswith("uvp_fwd as good as the paper in 0/2; uvp_fwd@max 0.2–0.3 (")
     assert "2 cells, 2 runs; 2026-11-23 … 2026-12-01; 2 min of runs" in line
 
 

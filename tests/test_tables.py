@@ -83,6 +83,18 @@ def test_rows_mean_std_paper_and_verdict(sweep):
     assert d8["seeds_ok"] == 0 and d8["uvp_fwd"] is None
 
 
+def test_worst_and_best_single_seed(sweep):
+    from ot_experiments.tables import load_results
+
+    rows, _ = build_rows(load_results(sweep), ["uvp_fwd@max", "uvp_fwd@min", "uvp_fwd"])
+    d2 = next(r for r in rows if r["cell"] == "d=2")
+    assert d2["uvp_fwd@max"] == (0.008, 0.0) and d2["uvp_fwd@min"] == (0.004, 0.0)
+    assert "uvp_fwd@max_ok" not in d2  # no paper value for a single seed
+    assert "| 0.008 | 0.004 | 0.006 ± 0.0028 | 0.01 | ✓ |" in make_table(
+        sweep, ["uvp_fwd@max", "uvp_fwd@min", "uvp_fwd"]
+    )
+
+
 def test_markdown_and_csv_show_failed_cells(sweep):
     md = make_table(sweep)
     assert "1/2 FAILED: training diverged at step 7" in md
