@@ -132,3 +132,60 @@ def test_data_collocation_lies_between_the_samples_at_its_time():
     assert float(xb.min()) >= 0.0 and float(xb.max()) <= 1.0
     with pytest.raises(Exception, match="choose box or data"):
         make("grid")
+
+
+def reference_mmd_term(method) -> torch.Tensor:
+    """NCF's per-class MMD as a loop over classes (the implementation before the batched one;
+    the benchmark ``scripts/bench_ncf_step.py`` times it against ``NCF.mmd_term``)."""
+    from ot_experiments.methods.ncf import ncf_backward_map, ncf_forward_map
+
+    groups = method.problem.classes if method.conditional else (None,)
+    n = method.n_mmd // len(groups) if method.conditional else method.n_mmd
+    total = torch.zeros(())
+    for k in groups:
+        x = method.problem.sample_source(n, cls=k)
+        y = method.problem.sample_target(n, cls=k)
+        tx = ncf_forward_map(method.potential, x, method.horizon, method.ham, True)
+        sy = ncf_backward_map(method.potential, y, method.horizon, method.ham, True)
+        total = total + energy_distance(tx, y, y_fixed=True) + energy_distance(sy, x, y_fixed=True)
+    return total
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_batched_class_mmd_equals_the_per_class_loop(conditional):
+    """Loss and gradient of the stacked per-class MMD equal the loop's (same random draws)."""
+    from functools import partial
+
+    from ot_experiments.methods.ncf import NCF
+    from ot_experiments.networks import MLP
+    from ot_experiments.problems.toy2d import ClassMixtureProblem
+
+    torch.manual_seed(0)
+    method = NCF(
+        ClassMixtureProblem(),
+        partial(MLP, hidden=(16, 16)),
+        partial(torch.optim.Adam),
+        n_mmd=120,
+        conditional=conditional,
+    )
+    values, grads = [], []
+    for fn in (reference_mmd_term, NCF.mmd_term):
+        torch.manual_seed(1)
+        method.zero_grad()
+        loss = fn(method)
+        loss.backward()
+        values.append(loss.detach())
+        grads.append(
+            torch.cat([p.grad.flatten() for p in method.parameters() if p.grad is not None])
+        )
+    assert float(values[0]) > 0.01
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_batched_energy_distance_is_the_per_pair_distance():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(3, 40, 2, generator=g), torch.randn(3, 50, 2, generator=g)
+    batched = energy_distance(x, y)
+    assert batched.shape == (3,)
+    torch.testing.assert_close(batched, torch.stack([energy_distance(a, b) for a, b in zip(x, y)]))

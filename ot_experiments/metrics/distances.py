@@ -11,7 +11,7 @@ from torch import Tensor
 
 
 def pairwise_distances(x: Tensor, y: Tensor) -> Tensor:
-    """‖xᵢ − yⱼ‖, shape (n, m), for x (n, d), y (m, d).
+    """‖xᵢ − yⱼ‖, shape (n, m), for x (n, d), y (m, d) (batched: (B, n, m)).
 
     ``torch.cdist``: its gradient is 0 (not NaN) where xᵢ = yⱼ, e.g. on the diagonal of x vs x.
     """
@@ -22,12 +22,17 @@ def energy_distance(x: Tensor, y: Tensor, y_fixed: bool = False) -> Tensor:
     """Energy distance (MMD² with kernel k(a, b) = −‖a − b‖), V-statistic.
 
     ED(P, Q) = 2 E‖X − Y‖ − E‖X − X′‖ − E‖Y − Y′‖, X, X′ ~ P (n, d), Y, Y′ ~ Q (m, d).
-    Returns a scalar ≥ 0 (up to round-off), 0 when the two sets are equal.
+    Returns a scalar ≥ 0 (up to round-off), 0 when the two sets are equal; batched inputs
+    (B, n, d), (B, m, d) give the B distances, shape (B,), in one pass.
     ``y_fixed=True`` drops the E‖Y − Y′‖ term, a constant when y carries no gradient
     (for training losses: same gradient, one O(m²) pass less).
     """
-    ed = 2 * pairwise_distances(x, y).mean() - pairwise_distances(x, x).mean()
-    return ed if y_fixed else ed - pairwise_distances(y, y).mean()
+
+    def mean_dist(a: Tensor, b: Tensor) -> Tensor:
+        return pairwise_distances(a, b).mean((-2, -1))
+
+    ed = 2 * mean_dist(x, y) - mean_dist(x, x)
+    return ed if y_fixed else ed - mean_dist(y, y)
 
 
 def l2_uvp(mapped: Tensor, true_mapped: Tensor, variance: float) -> float:
