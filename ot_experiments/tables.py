@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     metrics = args.metrics.split(",") if args.metrics else None
+    bad = [m for m in metrics or [] if m.partition("@")[2] not in ("", *SEED_EXTREMES)]
+    if bad:
+        parser.error(f"{', '.join(bad)}: after @ write max or min (e.g. w2_sq_rel_err@max)")
     if args.overview:
         from ot_experiments.overview import write_overview
 

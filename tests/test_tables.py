@@ -95,6 +95,12 @@ def test_worst_and_best_single_seed(sweep):
     )
 
 
+def test_unknown_seed_aggregate_is_one_sentence(sweep, capsys):
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--metrics", "uvp_fwd@worst"])
+    assert "uvp_fwd@worst: after @ write max or min" in capsys.readouterr().err
+
+
 def test_markdown_and_csv_show_failed_cells(sweep):
     md = make_table(sweep)
     assert "1/2 FAILED: training diverged at step 7" in md
