@@ -5,6 +5,9 @@ PY      ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
+# test workers (pytest-xdist), one thread each: on a 2-core machine 2 × 1 thread runs the suite
+# in ~7.5 min against ~14 min for one 2-thread process; more workers than cores only slows it
+WORKERS ?= 2
 
 .PHONY: setup demo test test-slow data lint format clean
 
@@ -26,7 +29,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS)
 
 data: setup
 	$(BIN)/python -m ot_experiments.data fetch
