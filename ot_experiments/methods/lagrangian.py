@@ -75,18 +75,6 @@ def obstacle_ramp_factor(step: int, ramp_steps: int, start: float) -> float:
     return start ** (1.0 - step / ramp_steps)
 
 
-def late_ramp_factor(step: int, total: int, start: float, end_factor: float) -> float:
-    """Geometric continuation over the last part of training: 1 until step ``start·total``,
-    then ``end_factor^((k/K − start)/(1 − start))``, reaching ``end_factor`` at k = K = ``total``.
-
-    ``end_factor = 1`` (or ``total <= 0``) gives 1 at every step.
-    """
-    if end_factor == 1.0 or total <= 0:
-        return 1.0
-    progress = min(max((step / total - start) / (1.0 - start), 0.0), 1.0)
-    return end_factor**progress
-
-
 class _AugmentedField(nn.Module):
     """(t, (z, ℓ)) ↦ (v(z, t), −∇·v(z, t)), the right-hand side for torchdiffeq."""
 
@@ -164,9 +152,6 @@ class Lagrangian(OTMethod):
         obstacle_ramp_steps: int | str = 0,
         obstacle_ramp_start: float = 1e-3,
         importance_box: float = 10.0,
-        kl_weight_end: float | None = None,
-        h1_weight_end: float | None = None,
-        ramp_from: float = 0.5,
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
@@ -223,9 +208,6 @@ class Lagrangian(OTMethod):
                 "(e.g. an obstacle); use problem=crowd_motion or obstacle_weight=0"
             )
         self.obstacle_weight = float(obstacle_weight)
-        self.ramp_from = float(ramp_from)
-        self.kl_end = None if kl_weight_end is None else float(kl_weight_end)
-        self.h1_end = None if h1_weight_end is None else float(h1_weight_end)
         self.h1_points, self.h1_box = int(h1_points), float(h1_box)
         self.h1_normalization = h1_normalization
         self.gradient, self.importance = gradient, importance
@@ -302,24 +284,16 @@ class Lagrangian(OTMethod):
         """
         return path_integral(lambda z: self.problem.path_cost(z, step=step), zs, weights)
 
-    def weight_at(self, step: int, start: float, end: float | None) -> float:
-        """A loss weight at ``step`` under the late continuation (``start`` when ``end`` is None)."""
-        if end is None:
-            return start
-        total = int(self.trainer.max_steps) if self._trainer is not None else 0
-        factor = end / start if start > 0 else 1.0
-        return start * late_ramp_factor(step, total, self.ramp_from, factor)
-
     def training_loss(self, step: int):
         x, log_rho0, w = self._starts(self.batch_size)
         zs, ells, vs, z_fine = self.characteristics(x, log_rho0, adjoint=self.gradient == "adjoint")
         energy = kinetic_energy(vs, w, self.n_intervals)
         kl = kl_estimate(ells[-1], self.problem.log_density_target(zs[-1]), w)
-        loss = energy + self.weight_at(step, self.kl_weight, self.kl_end) * kl
+        loss = energy + self.kl_weight * kl
         logs = {"energy": energy.detach(), "kl": kl.detach()}
         if self.h1_weight > 0:
             h1 = self.h1_term()
-            loss = loss + self.weight_at(step, self.h1_weight, self.h1_end) * h1
+            loss = loss + self.h1_weight * h1
             logs["h1"] = h1.detach()
         if self.obstacle_weight > 0:
             path = zs
