@@ -4,6 +4,7 @@ validation metric against the training step from each job's ``metrics.csv`` (``-
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def _finish(plt, fig, ax, values, path: Path, xlabel: str, ylabel: str, title: s
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 60), fontsize=10)  # a long sweep name would be clipped
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
