@@ -263,6 +263,17 @@ def test_network_configs_build_with_the_method(network, cls, monotone):
         assert method.net.W.shape == (40, 40)  # width max(32, d): J can be non-singular
 
 
+@pytest.mark.parametrize(("d", "width"), [(2, 32), (64, 32), (65, 32), (128, 64), (200, 100)])
+def test_mgradnet_m_modules_widen_beyond_d_64(d, width):
+    from hydra import compose, initialize_config_dir
+
+    from ot_experiments.checks import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["method=gradnet", "network=mgradnet_m", f"d={d}"])
+    assert cfg.network.width == width and cfg.network.modules == 4  # max(32, d // 2)
+
+
 def test_experiment_configs_compose():
     from hydra import compose, initialize_config_dir
 
