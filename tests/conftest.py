@@ -12,6 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per pytest-xdist worker (and its train.py subprocesses): several multi-threaded
+    # workers on a few cores run many times slower than the serial suite
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 # A tiny budget that still exercises training, validation, evaluation, figures and logging.
 # (debug=fast: 6 steps, validation every 3, 200 evaluation points; the rest is NCF's sizes)
 FAST = ["debug=fast", "method.n_mmd=200", "method.n_collocation=100", "logger=csv"]
