@@ -229,13 +229,11 @@ def test_a_download_that_differs_from_the_published_file_is_discarded(tmp_path, 
     assert not list((tmp_path / "mnist").glob("*.gz"))
 
 
-def test_bandwidth_schedule_can_outlast_the_training():
+def test_bandwidth_schedule_can_outlast_the_training(idx_dir):
     """budget=paper stops T3 at step 6,000 of the paper's 10,000-step bandwidth schedule."""
-    from ot_experiments.problems.mnist_morphing import MnistMorphingProblem
-
-    problem = MnistMorphingProblem.__new__(MnistMorphingProblem)
-    problem.bandwidth_start, problem.bandwidth_end, problem.bandwidth_steps = 1e-2, 1e-4, 10_000
+    problem = MnistMorphingProblem(2, data_dir=str(idx_dir), bandwidth_steps=10_000)
+    assert (problem.bandwidth_start, problem.bandwidth_end) == (1e-2, 1e-4)  # the paper's
     assert problem.set_progress(6000, 6000)["bandwidth"] == pytest.approx(1e-2 * 1e-2**0.6)
     assert problem.set_progress(None, 6000)["bandwidth"] == pytest.approx(1e-4)  # evaluation
-    problem.bandwidth_steps = None
-    assert problem.set_progress(3000, 6000)["bandwidth"] == pytest.approx(1e-3)
+    whole_run = MnistMorphingProblem(2, data_dir=str(idx_dir))
+    assert whole_run.set_progress(3000, 6000)["bandwidth"] == pytest.approx(1e-3)
