@@ -66,15 +66,22 @@ def plot_projection(y, tx, path: Path, title: str = "") -> None:
 
 
 def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool:
-    """Validation metrics over training steps (log scale); False when nothing to draw."""
+    """Validation metrics over training steps; False when nothing to draw.
+
+    The y axis is logarithmic when every value is positive and they span a factor 10 or more
+    (errors such as UVP), linear otherwise (e.g. accuracies in %).
+    """
     keys = [k for k in keys if any(k in h for h in history)]
     if not history or not keys:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
+    values = []
     for k in keys:
         pts = [(h["step"], h[k]) for h in history if k in h]
+        values += [v for _, v in pts]
         ax.plot(*zip(*pts), marker="o", label=k)
-    ax.set_yscale("log")
+    if min(values) > 0 and max(values) >= 10 * min(values):
+        ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -102,8 +109,7 @@ def save_figures(
         paths.append(out / "projection.png")
         plot_projection(y, tx, paths[-1], title)
     curve = out / "training_curves.png"
-    keys = ("uvp_fwd", "uvp_bwd", "energy_distance", "energy_distance_bwd")
-    if history and plot_history(history, keys, curve):
+    if history and plot_history(history, problem.curve_metrics, curve):
         paths.append(curve)
     return paths
 

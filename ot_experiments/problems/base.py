@@ -35,6 +35,13 @@ class Problem:
     dim: int
     offers: frozenset[str] = frozenset({"samples"})
     classes: tuple[int, ...] = ()
+    #: validation metrics drawn against the step in the run's training_curves.png
+    curve_metrics: tuple[str, ...] = (
+        "uvp_fwd",
+        "uvp_bwd",
+        "energy_distance",
+        "energy_distance_bwd",
+    )
 
     # -- samples -----------------------------------------------------------------------
     def sample_source(
