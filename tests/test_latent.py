@@ -16,6 +16,7 @@ from ot_experiments.networks import ResidualTanh
 from ot_experiments.networks.images import ConvVAE, SmallCNN, gaussian_kl_to_standard
 from ot_experiments.problems.latent import LatentProblem, balanced_subset, load_split
 from ot_experiments.references import reference_for
+from ot_experiments.table_figures import read_curve
 
 from .conftest import FAST, read_results, run_folders, train
 
@@ -222,6 +223,11 @@ def test_tiny_latent_run_end_to_end(tmp_path):
     assert {"pot_da_lpl1", "pot_da_lpl1_paired", "vae_round_trip"} <= set(res["baselines"])
     assert (folder / "latent_ot.png").is_file()
     assert list((tmp_path / "cache").glob("vae_fashion_mnist_z4_*.pt"))
+    # validation scores the accuracy (the paper's Fig. 12 curve), not FID
+    steps, acc = read_curve(folder, "accuracy_fwd")
+    assert steps and all(0 <= a <= 100 for a in acc)
+    assert not read_curve(folder, "fid_fwd")[0]
+    assert (folder / "training_curves.png").is_file()
 
 
 @pytest.mark.slow
