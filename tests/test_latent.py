@@ -2,6 +2,8 @@
 
 import importlib.util
 import struct
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import ot
@@ -257,3 +259,33 @@ def test_mnist_task2_reaches_the_target_at_the_paper_budget(tmp_path):
     (folder,) = run_folders(tmp_path)
     m = read_results(folder)["metrics"]
     assert m["accuracy_fwd"] >= 92.5 and m["accuracy_bwd"] >= 92.5
+
+
+def load_script(name: str):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_map_probe_knn_accuracy_and_class_ot_partners():
+    probe = load_script("t5_map_probe")
+    z, y = torch.tensor([[0.0], [1.0], [10.0], [11.0]]), torch.tensor([0, 0, 1, 1])
+    # 5.4 is nearer 1 (class 0) than 10: one of the three held-out points is missed
+    test_z, test_y = torch.tensor([[0.4], [10.6], [5.4]]), torch.tensor([0, 1, 1])
+    assert probe.knn_accuracy(z, y, test_z, test_y, k=1) == pytest.approx(200 / 3)
+
+    # class 0 → 1 and 1 → 0; in 1-D the exact plan pairs the sorted points
+    def side(zs, ys):
+        return SimpleNamespace(train_z=torch.tensor(zs)[:, None], train_y=torch.tensor(ys))
+
+    problem = SimpleNamespace(
+        classes=(0, 1),
+        perm=torch.tensor([1, 0]),
+        source=side([0.0, 1.0, 2.0, 5.0, 6.0], [0, 0, 0, 1, 1]),
+        target=side([12.0, 10.0, 11.0, 7.0, 4.0], [1, 1, 1, 0, 0]),
+    )
+    x, partner = probe.class_ot_partners(problem)
+    assert x[:, 0].tolist() == [0.0, 1.0, 2.0, 5.0, 6.0]
+    assert partner[:, 0].tolist() == [10.0, 11.0, 12.0, 4.0, 7.0]
