@@ -65,12 +65,15 @@ def plot_projection(y, tx, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool:
-    """Validation metrics over training steps; False when nothing to draw.
+def curve_scale(values: list[float]) -> str:
+    """``"log"`` when every value is positive and they span a factor 10 or more (errors such as
+    UVP, falling by decades), "linear" otherwise (e.g. accuracies in %)."""
+    return "log" if min(values) > 0 and max(values) >= 10 * min(values) else "linear"
 
-    The y axis is logarithmic when every value is positive and they span a factor 10 or more
-    (errors such as UVP), linear otherwise (e.g. accuracies in %).
-    """
+
+def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool:
+    """Validation metrics over training steps (y axis by ``curve_scale``); False when nothing
+    to draw."""
     keys = [k for k in keys if any(k in h for h in history)]
     if not history or not keys:
         return False
@@ -80,8 +83,7 @@ def plot_history(history: list[dict], keys: tuple[str, ...], path: Path) -> bool
         pts = [(h["step"], h[k]) for h in history if k in h]
         values += [v for _, v in pts]
         ax.plot(*zip(*pts), marker="o", label=k)
-    if min(values) > 0 and max(values) >= 10 * min(values):
-        ax.set_yscale("log")
+    ax.set_yscale(curve_scale(values))
     ax.set_xlabel("step")
     ax.legend()
     ax.grid(alpha=0.3)

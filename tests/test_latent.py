@@ -16,6 +16,7 @@ from ot_experiments.errors import ConfigError
 from ot_experiments.metrics import frechet_distance
 from ot_experiments.networks import ResidualTanh
 from ot_experiments.networks.images import ConvVAE, SmallCNN, gaussian_kl_to_standard
+from ot_experiments.plotting import curve_scale
 from ot_experiments.problems.latent import LatentProblem, balanced_subset, load_split
 from ot_experiments.references import reference_for
 from ot_experiments.table_figures import read_curve
@@ -259,6 +260,12 @@ def test_mnist_task2_reaches_the_target_at_the_paper_budget(tmp_path):
     (folder,) = run_folders(tmp_path)
     m = read_results(folder)["metrics"]
     assert m["accuracy_fwd"] >= 92.5 and m["accuracy_bwd"] >= 92.5
+
+
+def test_accuracy_curves_get_a_linear_axis_and_errors_a_log_axis():
+    assert curve_scale([74.4, 77.9, 78.1]) == "linear"  # accuracies in %
+    assert curve_scale([1.89, 0.61, 0.066]) == "log"  # UVP falling by decades
+    assert curve_scale([-0.5, 3.0]) == "linear"  # a log axis cannot show them
 
 
 def load_script(name: str):
