@@ -7,6 +7,7 @@ from ot_experiments.costs import PowerHamiltonian, QuadraticHamiltonian
 from ot_experiments.methods.ncf import (
     hj_implicit_residual,
     hj_pinn_residual,
+    hj_terminal_residual,
     ncf_backward_map,
     ncf_forward_map,
 )
@@ -41,6 +42,19 @@ def test_implicit_residual_vanishes_on_exact_solution(problem):
     # and does not vanish for a wrong potential (scaled)
     r_bad = hj_implicit_residual(lambda a, s: 1.3 * u(a, s), x, t, QuadraticHamiltonian())
     assert r_bad.abs().mean() > 1e-2
+
+
+def test_terminal_residual_vanishes_on_exact_solution_only(problem):
+    u = exact_potential(problem)
+    x = 2 * torch.randn(200, 3, dtype=torch.float64)
+    t = torch.rand(200, 1, dtype=torch.float64)
+    ham = QuadraticHamiltonian()
+    assert hj_terminal_residual(u, x, t, 1.0, ham).abs().max() < 1e-10
+    r_bad = hj_terminal_residual(lambda a, s: 1.3 * u(a, s), x, t, 1.0, ham)
+    assert r_bad.abs().mean() > 1e-2
+    # at t = T it is 0 for any potential (the characteristic has no time left)
+    t_end = torch.ones(200, 1, dtype=torch.float64)
+    assert hj_terminal_residual(lambda a, s: 1.3 * u(a, s), x, t_end, 1.0, ham).abs().max() == 0
 
 
 def test_pinn_residual_vanishes_on_exact_solution(problem):

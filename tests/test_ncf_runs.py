@@ -9,7 +9,7 @@ from .conftest import FAST, read_results, run_folders, run_metric, train
     "problem",
     [
         ["problem=toy2d", "problem.source=moons", "problem.target=8gaussians", "network=mlp"],
-        ["problem=toy2d_classes", "network=mlp"],
+        ["problem=toy2d_classes", "network=mlp", "method.hj_loss=implicit_both"],
         ["problem=gaussian", "problem.preset=two_axis_shift", "d=3", "method.hj_loss=pinn"],
         ["problem=gaussian", "method.hj_loss=none", "scheduler=step"],
     ],

@@ -63,6 +63,22 @@ def hj_implicit_residual(u: Potential, x: Tensor, t: Tensor, ham) -> Tensor:
     return val - u(foot, torch.zeros_like(t)) - t[:, 0] * ((p * dh).sum(-1) - ham(p))
 
 
+def hj_terminal_residual(u: Potential, x: Tensor, t: Tensor, horizon: float, ham) -> Tensor:
+    """Residual of the implicit formula anchored at t = T instead of 0, shape (n,).
+
+    r_T(x, t) = u(x, t) − u(x + (T − t) ∇H(p), T) + (T − t) [p · ∇H(p) − H(p)],
+    p = ∇ₓu(x, t); x (n, d), t (n, 1). Along the characteristic through (x, t), u grows by
+    (T − t)(p·∇H − H) up to time T, so r_T is zero when u solves the HJ equation. It ties
+    u(·, t) to u(·, T), which the backward map reads, as ``hj_implicit_residual`` ties it to
+    u(·, 0) (the NCF paper adds this backward loss in its latent experiments).
+    """
+    val, p = value_and_spatial_grad(u, x, t, create_graph=True)
+    dh = ham.grad(p)
+    rest = horizon - t
+    head = x + rest * dh
+    return val - u(head, torch.full_like(t, horizon)) + rest[:, 0] * ((p * dh).sum(-1) - ham(p))
+
+
 def hj_pinn_residual(u: Potential, x: Tensor, t: Tensor, ham) -> Tensor:
     """PDE residual ∂t u(x, t) + H(∇ₓu(x, t)), shape (n,); x (n, d), t (n, 1)."""
     with torch.enable_grad():
@@ -90,8 +106,9 @@ class NCF(OTMethod):
         Terminal time T of the HJ equation.
     mmd_weight : float
         λ in L_HJ + λ L_MMD.
-    hj_loss : {"implicit", "pinn", "none"}
-        Implicit-formula loss (the paper), the HJ-PINN ablation, or MMD only.
+    hj_loss : {"implicit", "implicit_both", "pinn", "none"}
+        Implicit-formula loss anchored at t = 0 (the paper), the sum of it and the one anchored
+        at t = T (the paper's latent experiments), the HJ-PINN ablation, or MMD only.
     n_collocation, n_mmd : int
         Collocation points on Ω × [0, T] and MMD samples per side per step.
     conditional : {"auto", True, False}
@@ -125,9 +142,10 @@ class NCF(OTMethod):
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
-        if hj_loss not in ("implicit", "pinn", "none"):
+        if hj_loss not in ("implicit", "implicit_both", "pinn", "none"):
             raise ConfigError(
-                f"method.hj_loss={hj_loss!r} is not valid; choose implicit, pinn or none"
+                f"method.hj_loss={hj_loss!r} is not valid; "
+                "choose implicit, implicit_both, pinn or none"
             )
         if collocation not in ("box", "data"):
             raise ConfigError(
@@ -190,12 +208,18 @@ class NCF(OTMethod):
         return (1 - s) * x0 + s * y0, t
 
     def hj_term(self) -> Tensor:
-        """Mean of w(t) r(x, t)² over uniform collocation points on Ω × [0, T]."""
+        """Mean of w(t) r(x, t)² over the collocation points (plus w(t) r_T(x, t)² for
+        ``implicit_both``)."""
         x, t = self.collocation_points(self.n_collocation)
-        resid_fn = hj_implicit_residual if self.hj_loss == "implicit" else hj_pinn_residual
-        r = resid_fn(self.potential, x, t, self.ham)
+        if self.hj_loss == "pinn":
+            sq = hj_pinn_residual(self.potential, x, t, self.ham).square()
+        else:
+            sq = hj_implicit_residual(self.potential, x, t, self.ham).square()
+        if self.hj_loss == "implicit_both":
+            r_end = hj_terminal_residual(self.potential, x, t, self.horizon, self.ham)
+            sq = sq + r_end.square()
         w = torch.exp(-self.time_weight_decay * t[:, 0] / self.horizon)
-        return (w * r.square()).mean()
+        return (w * sq).mean()
 
     def mmd_term(self) -> Tensor:
         """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms, summed over classes if conditional.
@@ -230,6 +254,7 @@ __all__ = [
     "NCF",
     "hj_implicit_residual",
     "hj_pinn_residual",
+    "hj_terminal_residual",
     "ncf_backward_map",
     "ncf_forward_map",
     "value_and_spatial_grad",
