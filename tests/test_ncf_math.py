@@ -113,7 +113,7 @@ def test_power_hamiltonian():
 
 def test_data_collocation_lies_between_the_samples_at_its_time():
     """collocation=data: x = (1 − t/T) x₀ + (t/T) y₀; with μ = δ₀ and ν = δ₁ that is x = t/T · 1;
-    collocation=box draws inside the bounding box."""
+    collocation=box draws inside the bounding box (off that line); mixed: half of each."""
     from functools import partial
 
     from ot_experiments.methods.ncf import NCF
@@ -142,9 +142,16 @@ def test_data_collocation_lies_between_the_samples_at_its_time():
     assert x.shape == (500, 3) and t.shape == (500, 1)
     assert torch.allclose(x, (t / 2.0).expand(-1, 3), atol=1e-6)
     assert 0 <= float(t.min()) and float(t.max()) <= 2.0 and float(t.std()) > 0.3
-    xb, _ = make("box").collocation_points(500)
+    xb, tb = make("box").collocation_points(500)
     assert float(xb.min()) >= 0.0 and float(xb.max()) <= 1.0
-    with pytest.raises(Exception, match="choose box or data"):
+    off_line = (xb - (tb / 2.0).expand(-1, 3)).abs().amax(1) > 1e-3
+    assert off_line.all()
+    # mixed: the first half from the box, the rest on the segments
+    xm, tm = make("mixed").collocation_points(501)
+    assert xm.shape == (501, 3) and tm.shape == (501, 1)
+    on_line = (xm - (tm / 2.0).expand(-1, 3)).abs().amax(1) < 1e-6
+    assert not on_line[:250].any() and on_line[250:].all()
+    with pytest.raises(Exception, match="choose box, data or mixed"):
         make("grid")
 
 

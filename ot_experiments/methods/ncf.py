@@ -115,11 +115,11 @@ class NCF(OTMethod):
         Class-conditional MMD; ``auto`` uses labels whenever the problem offers them.
     time_weight_decay : float
         w(t) = exp(−a t / T) in the HJ loss; a = 0 gives w ≡ 1.
-    collocation : {"box", "data"}
+    collocation : {"box", "data", "mixed"}
         Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
-        paper), or ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
+        paper), ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
         target sample (the region the characteristics sweep; in high d a uniform box point is
-        almost never near it).
+        almost never near it), or ``mixed``: half of each.
     """
 
     has_inverse = True
@@ -147,9 +147,9 @@ class NCF(OTMethod):
                 f"method.hj_loss={hj_loss!r} is not valid; "
                 "choose implicit, implicit_both, pinn or none"
             )
-        if collocation not in ("box", "data"):
+        if collocation not in ("box", "data", "mixed"):
             raise ConfigError(
-                f"method.collocation={collocation!r} is not valid; choose box or data"
+                f"method.collocation={collocation!r} is not valid; choose box, data or mixed"
             )
         if conditional is True and "labels" not in problem.offers:
             raise ConfigError(
@@ -195,12 +195,23 @@ class NCF(OTMethod):
 
     # losses -----------------------------------------------------------------------------
     def collocation_points(self, n: int) -> tuple[Tensor, Tensor]:
-        """(x (n, d), t (n, 1)) for the HJ residual: uniform on box × [0, T], or with
-        ``collocation="data"`` x = (1 − t/T) x₀ + (t/T) y₀, x₀ ∼ μ, y₀ ∼ ν independent."""
-        dev = self.device
+        """(x (n, d), t (n, 1)) for the HJ residual: ``box``: uniform on box × [0, T];
+        ``data``: x = (1 − t/T) x₀ + (t/T) y₀, x₀ ∼ μ, y₀ ∼ ν independent; ``mixed``: the first
+        n // 2 from the box, the rest from the data."""
         if self.collocation == "box":
-            x = self.box_low + (self.box_high - self.box_low) * torch.rand(n, self.dim, device=dev)
-            return x, self.horizon * torch.rand(n, 1, device=dev)
+            return self._box_points(n)
+        if self.collocation == "data":
+            return self._data_points(n)
+        (xb, tb), (xd, td) = self._box_points(n // 2), self._data_points(n - n // 2)
+        return torch.cat([xb, xd]), torch.cat([tb, td])
+
+    def _box_points(self, n: int) -> tuple[Tensor, Tensor]:
+        dev = self.device
+        x = self.box_low + (self.box_high - self.box_low) * torch.rand(n, self.dim, device=dev)
+        return x, self.horizon * torch.rand(n, 1, device=dev)
+
+    def _data_points(self, n: int) -> tuple[Tensor, Tensor]:
+        dev = self.device
         t = self.horizon * torch.rand(n, 1, device=dev)
         s = t / self.horizon
         x0 = self.problem.sample_source(n, device=dev)
