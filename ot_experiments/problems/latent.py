@@ -262,7 +262,7 @@ class LatentProblem(Problem):
                 continue
             z, y = a.test_z, a.test_y
             if limit is not None and len(z) > limit:
-                keep = torch.linspace(0, len(z) - 1, limit).long()
+                keep = torch.linspace(0, len(z) - 1, limit, device=z.device).long()
                 z, y = z[keep], y[keep]
             images = b.decode(fn(z))
             hits = b.classify(images) == relabel[y]
