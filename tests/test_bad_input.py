@@ -326,10 +326,17 @@ def _idx_bytes(array: np.ndarray) -> bytes:
         ("two-idx3-ubyte", b"\x00\x00", "is truncated"),
         ("header-idx3-ubyte", _idx_bytes(np.zeros((5, 4, 4)))[:9], "is truncated"),
         ("short-idx3-ubyte", _idx_bytes(np.zeros((5, 4, 4)))[:50], "is truncated"),
-        ("short-idx3-ubyte.gz", gzip.compress(_idx_bytes(np.zeros((5, 4, 4))))[:30], "gzip"),
+        (
+            "short-idx3-ubyte.gz",
+            gzip.compress(_idx_bytes(np.zeros((5, 4, 4))), mtime=0)[:30],
+            "gzip",
+        ),
         ("plain-idx3-ubyte.gz", _idx_bytes(np.zeros((5, 4, 4))), "gzip"),
         ("magic-idx3-ubyte", b"\x01\x02\x03\x04", "not an IDX file"),
     ],
+    # plain ids: every pytest-xdist worker must collect the same names (bytes would leak
+    # gzip's time stamp into them)
+    ids=["empty", "two-bytes", "header", "short", "short-gz", "plain-gz", "magic"],
 )
 def test_damaged_idx_file_is_named(tmp_path, name, content, said):
     from ot_experiments.data import read_idx
