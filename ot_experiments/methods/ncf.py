@@ -51,32 +51,40 @@ def ncf_backward_map(u: Potential, y: Tensor, horizon: float, ham, create_graph=
     return y - horizon * ham.grad(p)
 
 
-def hj_implicit_residual(u: Potential, x: Tensor, t: Tensor, ham) -> Tensor:
+def characteristic_terms(u: Potential, x: Tensor, t: Tensor, ham) -> tuple[Tensor, ...]:
+    """(u(x, t) (n,), ∇H(p) (n, d), p · ∇H(p) − H(p) (n,)) with p = ∇ₓu(x, t), graph kept:
+    what both implicit residuals need at (x, t), computed once when both are used."""
+    val, p = value_and_spatial_grad(u, x, t, create_graph=True)
+    dh = ham.grad(p)
+    return val, dh, (p * dh).sum(-1) - ham(p)
+
+
+def hj_implicit_residual(u: Potential, x: Tensor, t: Tensor, ham, terms=None) -> Tensor:
     """Residual of the implicit solution formula of ∂t u + H(∇u) = 0, shape (n,).
 
     r(x, t) = u(x, t) − u(x − t ∇H(p), 0) − t [p · ∇H(p) − H(p)],  p = ∇ₓu(x, t);
-    x (n, d), t (n, 1). Zero for every (x, t) when u solves the HJ equation.
+    x (n, d), t (n, 1). Zero for every (x, t) when u solves the HJ equation. ``terms``:
+    ``characteristic_terms(u, x, t, ham)`` when already computed.
     """
-    val, p = value_and_spatial_grad(u, x, t, create_graph=True)
-    dh = ham.grad(p)
-    foot = x - t * dh
-    return val - u(foot, torch.zeros_like(t)) - t[:, 0] * ((p * dh).sum(-1) - ham(p))
+    val, dh, lag = terms if terms is not None else characteristic_terms(u, x, t, ham)
+    return val - u(x - t * dh, torch.zeros_like(t)) - t[:, 0] * lag
 
 
-def hj_terminal_residual(u: Potential, x: Tensor, t: Tensor, horizon: float, ham) -> Tensor:
+def hj_terminal_residual(
+    u: Potential, x: Tensor, t: Tensor, horizon: float, ham, terms=None
+) -> Tensor:
     """Residual of the implicit formula anchored at t = T instead of 0, shape (n,).
 
     r_T(x, t) = u(x, t) − u(x + (T − t) ∇H(p), T) + (T − t) [p · ∇H(p) − H(p)],
     p = ∇ₓu(x, t); x (n, d), t (n, 1). Along the characteristic through (x, t), u grows by
     (T − t)(p·∇H − H) up to time T, so r_T is zero when u solves the HJ equation. It ties
     u(·, t) to u(·, T), which the backward map reads, as ``hj_implicit_residual`` ties it to
-    u(·, 0) (the NCF paper adds this backward loss in its latent experiments).
+    u(·, 0) (the NCF paper adds this backward loss in its latent experiments). ``terms``: as
+    for ``hj_implicit_residual``.
     """
-    val, p = value_and_spatial_grad(u, x, t, create_graph=True)
-    dh = ham.grad(p)
+    val, dh, lag = terms if terms is not None else characteristic_terms(u, x, t, ham)
     rest = horizon - t
-    head = x + rest * dh
-    return val - u(head, torch.full_like(t, horizon)) + rest[:, 0] * ((p * dh).sum(-1) - ham(p))
+    return val - u(x + rest * dh, torch.full_like(t, horizon)) + rest[:, 0] * lag
 
 
 def hj_pinn_residual(u: Potential, x: Tensor, t: Tensor, ham) -> Tensor:
@@ -225,9 +233,10 @@ class NCF(OTMethod):
         if self.hj_loss == "pinn":
             sq = hj_pinn_residual(self.potential, x, t, self.ham).square()
         else:
-            sq = hj_implicit_residual(self.potential, x, t, self.ham).square()
-        if self.hj_loss == "implicit_both":
-            r_end = hj_terminal_residual(self.potential, x, t, self.horizon, self.ham)
+            terms = characteristic_terms(self.potential, x, t, self.ham)
+            sq = hj_implicit_residual(self.potential, x, t, self.ham, terms).square()
+        if self.hj_loss == "implicit_both":  # the same u(x, t) and ∇ₓu(x, t), anchored at T
+            r_end = hj_terminal_residual(self.potential, x, t, self.horizon, self.ham, terms)
             sq = sq + r_end.square()
         w = torch.exp(-self.time_weight_decay * t[:, 0] / self.horizon)
         return (w * sq).mean()
@@ -263,6 +272,7 @@ class NCF(OTMethod):
 
 __all__ = [
     "NCF",
+    "characteristic_terms",
     "hj_implicit_residual",
     "hj_pinn_residual",
     "hj_terminal_residual",
