@@ -11,12 +11,8 @@ import time
 
 import torch
 
-from ot_experiments.networks.gradnets import (
-    MGradNetC,
-    MGradNetM,
-    autograd_jacobian,
-    logdet_psd,
-)
+from ot_experiments.networks.gradnets import MGradNetC, MGradNetM
+from ot_experiments.networks.jacobians import autograd_jacobian, logdet_psd
 
 
 def closed_form(net, x):

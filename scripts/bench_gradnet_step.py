@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's package and tests/, ahead of an installed copy
 
 from ot_experiments.methods.gradnet import monge_ampere_loss  # noqa: E402
-from ot_experiments.networks.gradnets import MGradNetM, log_abs_det  # noqa: E402
+from ot_experiments.networks.gradnets import MGradNetM  # noqa: E402
+from ot_experiments.networks.jacobians import log_abs_det  # noqa: E402
 from tests.test_gradnet_fast import reference_forward_and_jacobian  # noqa: E402
 
 SETTINGS = {"paper T3": (32, 128, 1000), "CPU budget": (16, 64, 500)}  # K, m, batch

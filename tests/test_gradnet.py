@@ -16,10 +16,8 @@ from ot_experiments.methods.gradnet import (
     monge_ampere_residual,
 )
 from ot_experiments.networks import MLP
-from ot_experiments.networks.gradnets import (
-    MGradNetC,
-    MGradNetM,
-    WSoftmax,
+from ot_experiments.networks.gradnets import MGradNetC, MGradNetM, WSoftmax
+from ot_experiments.networks.jacobians import (
     autograd_jacobian,
     log_abs_det,
     logdet_psd,

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ot_experiments.networks.gradnets import (
-    MGradNetM,
+from ot_experiments.networks.gradnets import MGradNetM
+from ot_experiments.networks.jacobians import (
     autograd_jacobian,
     logdet_psd,
     weighted_outer_sum,

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
-from ot_experiments.networks.gradnets import (
+from ot_experiments.networks.jacobians import (
     autograd_jacobian,
     is_monotone,
     log_abs_det,
