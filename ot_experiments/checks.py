@@ -108,14 +108,14 @@ def check_sizes(cfg: DictConfig) -> None:
                 f"{key}={n!r} is too small: UVP and the energy distance need at least "
                 f"{MIN_EVAL_POINTS} samples; use {key} >= {MIN_EVAL_POINTS}"
             )
-    cost = cfg.get("cost_points")
-    if cost is not None and (not _is_int(cost) or cost < 0):
+    n_mc = cfg.get("mc_points")
+    if n_mc is not None and (not _is_int(n_mc) or n_mc < 0):
         raise ConfigError(
-            f"cost_points={cost!r} is not valid: use an integer >= 0 (0: eval_points samples)"
+            f"mc_points={n_mc!r} is not valid: use an integer >= 0 (0: eval_points samples)"
         )
     # top level: scalars only
     for key in cfg:
-        if key in GROUPS or key in ("cost_points", "seed", "d", "threads"):
+        if key in GROUPS or key in ("mc_points", "seed", "d", "threads"):
             continue
         value = _get(cfg, key)
         if not isinstance(value, (DictConfig, ListConfig)):

@@ -63,8 +63,8 @@ def evaluate_and_baselines(cfg, problem, method, results: dict) -> dict:
 
     n = int(cfg.get("eval_points", 2000))
     t0 = time.perf_counter()
-    n_cost = int(cfg.get("cost_points", 0))
-    metrics = evaluate(problem, method, n=n, seed=cfg.seed + 10_000, n_cost=n_cost)
+    n_mc = int(cfg.get("mc_points", 0))
+    metrics = evaluate(problem, method, n=n, seed=cfg.seed + 10_000, n_mc=n_mc)
     g = torch.Generator().manual_seed(cfg.seed + 10_000)
     x = problem.sample_source(n, generator=g)
     y = problem.sample_target(n, generator=g)

@@ -173,7 +173,7 @@ def test_load_run_names_a_missing_or_damaged_file(run_folder, tmp_path):
         ("eval_points=0", "eval_points=0 is too small"),
         ("method.eval_points=10", "method.eval_points=10 is too small"),
         ("inference_points=0", "inference_points=0 is not valid: it is a count"),
-        ("cost_points=-1", "cost_points=-1 is not valid"),
+        ("mc_points=-1", "mc_points=-1 is not valid"),
         ("method.n_mmd=0", "method.n_mmd=0 is not valid: it is a count; use an integer >= 1"),
         ("method.n_collocation=2.5", "method.n_collocation=2.5 is not valid"),
         ("threads=-1", "threads=-1 is not valid: use threads=null"),

@@ -222,7 +222,8 @@ def test_bad_method_options_raise_one_sentence():
 
 
 def test_end_to_end_run_folder(tmp_path):
-    train(tmp_path, *GRADNET_FAST, "problem.preset=gaussian2d", "network=mgradnet_c")
+    # mc_points=0: the UVP on the same eval_points samples as the method's mse
+    train(tmp_path, *GRADNET_FAST, "problem.preset=gaussian2d", "network=mgradnet_c", "mc_points=0")
     (folder,) = run_folders(tmp_path)
     res = read_results(folder)
     assert res["status"] == "ok" and res["method"] == "gradnet"

@@ -2,7 +2,6 @@
 
 import importlib.util
 import struct
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,7 +20,7 @@ from ot_experiments.problems.latent import LatentProblem, balanced_subset, load_
 from ot_experiments.references import reference_for
 from ot_experiments.table_figures import read_curve
 
-from .conftest import FAST, read_results, run_folders, train
+from .conftest import FAST, load_script, read_results, run_folders, train
 
 # small enough to build in seconds: 20 training / 10 test images per class, one epoch each
 TINY = dict(train_per_class=20, test_per_class=10, vae_epochs=1, classifier_epochs=1)
@@ -266,14 +265,6 @@ def test_accuracy_curves_get_a_linear_axis_and_errors_a_log_axis():
     assert curve_scale([74.4, 77.9, 78.1]) == "linear"  # accuracies in %
     assert curve_scale([1.89, 0.61, 0.066]) == "log"  # UVP falling by decades
     assert curve_scale([-0.5, 3.0]) == "linear"  # a log axis cannot show them
-
-
-def load_script(name: str):
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_map_probe_knn_accuracy_and_class_ot_partners():

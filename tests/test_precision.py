@@ -17,7 +17,7 @@ CASES = {
 
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_bf16_mixed_runs(tmp_path, method):
-    train(tmp_path, *CASES[method], "trainer.precision=bf16-mixed", "threads=1", "cost_points=200")
+    train(tmp_path, *CASES[method], "trainer.precision=bf16-mixed", "threads=1", "mc_points=200")
     (folder,) = run_folders(tmp_path)
     res = read_results(folder)
     assert res["status"] == "ok"

@@ -9,7 +9,7 @@ from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
 from ot_experiments.problems import Toy2DProblem
 
-from .conftest import FAST, read_results, run_folders, train
+from .conftest import FAST, load_script, read_results, run_folders, train
 
 
 def test_run_folder_contents(fast_run):
@@ -52,18 +52,43 @@ def test_load_run_gives_the_trained_maps(fast_run):
     assert sy.shape == x.shape
 
 
-def test_transport_cost_uses_cost_points_samples(fast_run):
-    from ot_experiments.metrics import evaluate
+def test_cost_and_uvp_use_mc_points_samples(fast_run):
+    from ot_experiments.metrics import evaluate, l2_uvp
 
     run = ot_experiments.load_run(fast_run)
     few = evaluate(run.problem, run.method, n=200, seed=3, full=False)
-    many = evaluate(run.problem, run.method, n=200, seed=3, full=False, n_cost=20_000)
+    many = evaluate(run.problem, run.method, n=200, seed=3, full=False, n_mc=20_000)
     g = torch.Generator().manual_seed(3)
     x = run.problem.sample_source(200, generator=g)
-    run.problem.sample_target(200, generator=g)
+    y = run.problem.sample_target(200, generator=g)
     x = torch.cat([x, run.problem.sample_source(19_800, generator=g)])
+    y = torch.cat([y, run.problem.sample_target(19_800, generator=g)])
     assert many["w2_sq"] == pytest.approx(run.method.transport_cost(x), rel=1e-6)
-    assert many["w2_sq"] != few["w2_sq"] and many["uvp_fwd"] == few["uvp_fwd"]
+    truth = run.problem.transport_true(x)
+    assert many["uvp_fwd"] == pytest.approx(
+        l2_uvp(run.method.transport(x), truth, run.problem.target_variance()), rel=1e-6
+    )
+    back = run.problem.inverse_transport_true(y)
+    assert many["uvp_bwd"] == pytest.approx(
+        l2_uvp(run.method.inverse_transport(y), back, run.problem.source_variance()), rel=1e-6
+    )
+    assert many["w2_sq"] != few["w2_sq"] and many["uvp_fwd"] != few["uvp_fwd"]
+    # the sample metrics keep the first n points
+    assert many["energy_distance"] == few["energy_distance"]
+    assert many["energy_distance_bwd"] == few["energy_distance_bwd"]
+
+
+def test_uvp_noise_script_draws_what_evaluate_draws(fast_run):
+    from ot_experiments.metrics import evaluate
+
+    noise = load_script("uvp_sample_noise")
+    run = ot_experiments.load_run(fast_run)
+    fwd, bwd = noise.uvp_draws(run, n=300, draws=2, seed=7)
+    first = evaluate(run.problem, run.method, n=300, seed=7, full=False)
+    assert fwd[0] == pytest.approx(first["uvp_fwd"], rel=1e-6)
+    assert bwd[0] == pytest.approx(first["uvp_bwd"], rel=1e-6)
+    assert fwd[1] != fwd[0] and len(bwd) == 2
+    assert noise.spread([1.0, 3.0]).startswith("2.00000 ± 1.41421 (1.00000 … 3.00000)")
 
 
 def test_same_seed_gives_identical_metrics(tmp_path, fast_run):

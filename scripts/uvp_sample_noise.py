@@ -1,0 +1,58 @@
+"""How much a run's L2-UVP estimate moves with the evaluation sample: re-evaluates the forward
+and backward UVP of a trained run (ground-truth problems) on several independent draws of n
+points, for each n given, and prints the spread.
+
+    python scripts/uvp_sample_noise.py outputs/runs/<run> --points 2000 20000 --draws 8
+
+The final metrics take the UVPs on ``mc_points`` samples a side (20,000 by default); this is
+the measurement that chose it. A run still training can be read too (its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from ot_experiments.metrics import l2_uvp
+from ot_experiments.results import load_run
+
+
+def uvp_draws(run, n: int, draws: int, seed: int = 1000) -> tuple[list[float], list[float]]:
+    """Forward and backward UVP (%) of ``run`` on ``draws`` independent draws of ``n`` points a
+    side (generator seeds ``seed``, ``seed + 1``, …); two lists of length ``draws``."""
+    problem, fwd, bwd = run.problem, [], []
+    for k in range(draws):
+        g = torch.Generator().manual_seed(seed + k)
+        x = problem.sample_source(n, generator=g)
+        y = problem.sample_target(n, generator=g)
+        fwd.append(l2_uvp(run.transport(x), problem.transport_true(x), problem.target_variance()))
+        if run.method.has_inverse:
+            back = problem.inverse_transport_true(y)
+            bwd.append(l2_uvp(run.inverse_transport(y), back, problem.source_variance()))
+    return fwd, bwd
+
+
+def spread(values: list[float]) -> str:
+    """'mean ± sd (min … max)' of a list of UVPs."""
+    if not values:
+        return "—"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.5f} ± {sd:.5f} ({min(values):.5f} … {max(values):.5f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="a run folder of a problem with a ground truth")
+    ap.add_argument("--points", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--draws", type=int, default=8)
+    args = ap.parse_args()
+    run = load_run(args.run, allow_unfinished=True)
+    for n in args.points:
+        fwd, bwd = uvp_draws(run, n, args.draws)
+        print(f"n = {n:>7}: uvp_fwd {spread(fwd)}   uvp_bwd {spread(bwd)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
