@@ -36,6 +36,8 @@ TABLES = {
 #: Override keys of a table's own command: the table and budget, the seed, and where and how it
 #: runs or logs (the rest, besides the swept keys, make a run an ablation).
 PLUMBING = ("experiment", "budget", "seed", "threads", "logger", "hardware", "hydra", "paths")
+#: Single keys that only say where a problem's files are (the data found is in its metrics).
+PLUMBING_KEYS = ("problem.data_dir", "problem.cache_dir")
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 CONF = Path(CONF_DIR)
 
@@ -68,7 +70,8 @@ def is_table_run(res: dict, keys: set[str]) -> bool:
     """Whether a run is its table's own command: every override is plumbing or a swept key."""
     for override in res.get("overrides", []):
         key = override.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0].split("/")[0] not in PLUMBING and key not in keys:
+        first = key.split(".")[0].split("/")[0]
+        if first not in PLUMBING and key not in PLUMBING_KEYS and key not in keys:
             return False
     return True
 

@@ -222,6 +222,7 @@ def test_tiny_latent_run_end_to_end(tmp_path):
     for key in ("accuracy_fwd", "accuracy_bwd", "fid_fwd", "fid_bwd", "classifier_acc_target"):
         assert np.isfinite(m[key]), key
     assert 0 <= m["accuracy_fwd"] <= 100
+    assert m["train_images_source"] == m["train_images_target"] == 200  # 20 a class
     assert {"pot_da_lpl1", "pot_da_lpl1_paired", "vae_round_trip"} <= set(res["baselines"])
     assert (folder / "latent_ot.png").is_file()
     assert list((tmp_path / "cache").glob("vae_fashion_mnist_z4_*.pt"))

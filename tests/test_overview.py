@@ -71,6 +71,8 @@ def test_a_table_run_has_only_plumbing_and_swept_overrides():
     assert is_table_run({"overrides": ["budget=paper", "hydra.launcher.n_jobs=2"]}, keys)
     assert not is_table_run({"overrides": ["experiment=t1a", "method.lr=1"]}, keys)
     assert not is_table_run({"overrides": ["experiment=t1a", "+trainer.foo=1"]}, keys)
+    assert is_table_run({"overrides": ["experiment=t1a", "problem.data_dir=/data"]}, keys)
+    assert not is_table_run({"overrides": ["experiment=t1a", "problem.task=x"]}, keys)
 
 
 def test_latest_run_per_cell_and_ablations_left_out(stored):

