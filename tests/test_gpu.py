@@ -67,7 +67,8 @@ def test_gpu_run_reloads_on_cpu_with_its_metrics(tmp_path):
     assert next(run.method.parameters()).device.type == "cpu"
     from ot_experiments.metrics import evaluate
 
-    m = evaluate(run.problem, run.method, n=500, seed=run.cfg.seed + 10_000, full=False)
+    seed, n_mc = run.cfg.seed + 10_000, run.cfg.mc_points
+    m = evaluate(run.problem, run.method, n=500, seed=seed, full=False, n_mc=n_mc)
     assert m["uvp_fwd"] == pytest.approx(run.results["metrics"]["uvp_fwd"], rel=1e-3)
 
 

@@ -46,7 +46,8 @@ def test_load_run_gives_the_trained_maps(fast_run):
     # the reloaded method reproduces the stored metric on the same evaluation samples
     from ot_experiments.metrics import evaluate
 
-    metrics = evaluate(run.problem, run.method, n=200, seed=run.cfg.seed + 10_000, full=False)
+    seed, n_mc = run.cfg.seed + 10_000, run.cfg.mc_points
+    metrics = evaluate(run.problem, run.method, n=200, seed=seed, full=False, n_mc=n_mc)
     assert metrics["uvp_fwd"] == pytest.approx(run.results["metrics"]["uvp_fwd"], rel=1e-4)
     sy = run.inverse_transport(tx)
     assert sy.shape == x.shape
@@ -212,5 +213,6 @@ def test_ema_averaging_reports_and_saves_the_averaged_weights(tmp_path):
     assert ema["uvp_fwd"] != plain["uvp_fwd"]
     # the checkpoint holds the averaged weights that the metrics came from
     run = ot_experiments.load_run(averaged)
-    again = evaluate(run.problem, run.method, n=200, seed=run.cfg.seed + 10_000, full=False)
+    seed, n_mc = run.cfg.seed + 10_000, run.cfg.mc_points
+    again = evaluate(run.problem, run.method, n=200, seed=seed, full=False, n_mc=n_mc)
     assert again["uvp_fwd"] == pytest.approx(ema["uvp_fwd"], rel=1e-4)
