@@ -89,9 +89,11 @@ class OTMethod(pl.LightningModule):
         """Estimates of log(q/p)(x), (n,) each, by name (density-ratio methods); {} if none."""
         return {}
 
-    def transport_cost(self, x: Tensor) -> float:
-        """Estimated W2² = E‖T(x) − x‖² on the given source samples."""
-        return float((self.transport(x) - x).square().sum(1).mean())
+    def transport_cost(self, x: Tensor, tx: Tensor | None = None) -> float:
+        """Estimated W2² = E‖T(x) − x‖² on the source samples x (n, d); ``tx`` = T(x) when
+        already computed (``evaluate`` passes it, saving a second pass of the map)."""
+        tx = self.transport(x) if tx is None else tx
+        return float((tx - x).square().sum(1).mean())
 
     def extra_metrics(self, x: Tensor, problem) -> dict[str, float]:
         """Method-specific metrics added to ``evaluate``'s output."""

@@ -333,8 +333,9 @@ class Lagrangian(OTMethod):
         z0 = x.to(self.device, torch.float32)
         return rk4_path(lambda z, t: self.field(z, t), z0, ts, h).to(x.device)
 
-    def transport_cost(self, x: Tensor) -> float:
-        """E = ∫₀¹ mean ‖v(z(x, t), t)‖² dt on the given source samples (Simpson)."""
+    def transport_cost(self, x: Tensor, tx: Tensor | None = None) -> float:
+        """E = ∫₀¹ mean ‖v(z(x, t), t)‖² dt on the given source samples (Simpson); the kinetic
+        energy needs the velocities along the paths, so ``tx`` is not used."""
         _, _, vs, _ = self._integrate(x)
         w = torch.full((x.shape[0],), 1.0 / x.shape[0], device=vs.device)
         return float(kinetic_energy(vs, w, self.n_intervals))
