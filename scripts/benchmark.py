@@ -41,6 +41,7 @@ def train_once(method: str, d: int, steps: int, hardware: str, out: Path) -> dic
         f"hardware={hardware}",
         "logger=none",
         "eval_points=500",
+        "mc_points=0",
         f"paths.output_root={out}",
         f"hydra.run.dir={out}/{method}_d{d}",
     ]

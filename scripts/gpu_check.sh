@@ -88,10 +88,10 @@ if [ "$DRY" = 1 ]; then
   HW=cpu
   BENCH=(--dims 2 --steps 3 --points 500)
   T3=(budget=small trainer.max_steps=4 trainer.val_check_interval=2 method.batch_size=50
-    network.modules=2 network.width=8 eval_points=100 method.eval_points=100
+    network.modules=2 network.width=8 eval_points=100 mc_points=0 method.eval_points=100
     problem.source_digit=0 problem.target_digit=1)
   T1A=(budget=small trainer.max_steps=4 trainer.val_check_interval=2 method.n_mmd=100
-    method.n_collocation=100 eval_points=200 method.eval_points=200 inference_points=1000 d=2)
+    method.n_collocation=100 eval_points=200 mc_points=0 method.eval_points=200 inference_points=1000 d=2)
   T5=()  # the latent problem trains a VAE first: not part of the dry run
   JOBS=1
   XDIST=()

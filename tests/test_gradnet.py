@@ -34,6 +34,7 @@ GRADNET_FAST = [
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
     "eval_points=200",
+    "mc_points=0",
     "method.batch_size=100",
     "method.eval_points=200",
     "trainer.log_every_n_steps=1",

@@ -36,6 +36,7 @@ QFAST = [
     "method.ratio.kde_points=200",
     "method.eval_points=200",
     "eval_points=200",
+    "mc_points=0",
     "inference_points=1000",
     "method.ratio.pool_size=64",
     "trainer.log_every_n_steps=1",
