@@ -104,8 +104,9 @@ def _label(res: dict) -> str:
 
 
 def cell_key(res: dict) -> str:
-    """The job's identity within a sweep: its overrides without the seed."""
-    overrides = [o for o in res.get("overrides", []) if not o.startswith("seed=")]
+    """The job's identity within a sweep: its overrides without the seed and without
+    ``ckpt_path`` (a resumed run is the same job as one that was never interrupted)."""
+    overrides = [o for o in res.get("overrides", []) if not o.startswith(("seed=", "ckpt_path="))]
     if overrides:
         return " ".join(sorted(overrides))
     return f"{res.get('method')} {res.get('problem')} {_label(res)} d={res.get('d')}"

@@ -95,6 +95,25 @@ def test_worst_and_best_single_seed(sweep):
     )
 
 
+def test_a_resumed_run_joins_its_cell(sweep):
+    write(
+        sweep,
+        "5_d2",
+        status="ok",
+        method="ncf",
+        problem="gaussian",
+        d=2,
+        overrides=["d=2", "seed=2", "ckpt_path=auto"],
+        reference={"table": "T1a", "uvp_fwd": 0.010},
+        metrics={"uvp_fwd": 0.012, "w2_sq": 1.0, "w2_sq_true": 1.0},
+    )
+    from ot_experiments.tables import load_results
+
+    rows, _ = build_rows(load_results(sweep))
+    (d2,) = [r for r in rows if r["cell"] == "d=2"]
+    assert d2["seeds_ok"] == 3 and d2["uvp_fwd"][0] == pytest.approx(0.008)
+
+
 def test_unknown_seed_aggregate_is_one_sentence(sweep, capsys):
     with pytest.raises(SystemExit):
         main([str(sweep), "--metrics", "uvp_fwd@worst"])
