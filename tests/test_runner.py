@@ -90,6 +90,9 @@ def test_uvp_noise_script_draws_what_evaluate_draws(fast_run):
     assert bwd[0] == pytest.approx(first["uvp_bwd"], rel=1e-6)
     assert fwd[1] != fwd[0] and len(bwd) == 2
     assert noise.spread([1.0, 3.0]).startswith("2.00000 ± 1.41421 (1.00000 … 3.00000)")
+    shells = noise.uvp_by_radius(run, n=300, seed=7)
+    assert len(shells) == 5 and shells[0][0] == 0.0 and shells[-1][1] == float("inf")
+    assert sum(part for _, _, part in shells) == pytest.approx(fwd[0], rel=1e-5)
 
 
 def test_same_seed_gives_identical_metrics(tmp_path, fast_run):
