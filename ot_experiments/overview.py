@@ -33,9 +33,20 @@ TABLES = {
     "t6": "T6: Q-flow density ratios",
     "benchmark_gaussian": "cross-method benchmark",
 }
-#: Override keys of a table's own command: the table and budget, the seed, and where and how it
-#: runs or logs (the rest, besides the swept keys, make a run an ablation).
-PLUMBING = ("experiment", "budget", "seed", "threads", "logger", "hardware", "hydra", "paths")
+#: Override keys of a table's own command: the table and budget, the seed, where and how it
+#: runs or logs, and the checkpoint a resumed run started from (the rest, besides the swept
+#: keys, make a run an ablation).
+PLUMBING = (
+    "experiment",
+    "budget",
+    "seed",
+    "threads",
+    "logger",
+    "hardware",
+    "hydra",
+    "paths",
+    "ckpt_path",
+)
 #: Single keys that only say where a problem's files are (the data found is in its metrics).
 PLUMBING_KEYS = ("problem.data_dir", "problem.cache_dir")
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"

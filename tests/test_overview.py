@@ -72,6 +72,7 @@ def test_a_table_run_has_only_plumbing_and_swept_overrides():
     assert not is_table_run({"overrides": ["experiment=t1a", "method.lr=1"]}, keys)
     assert not is_table_run({"overrides": ["experiment=t1a", "+trainer.foo=1"]}, keys)
     assert is_table_run({"overrides": ["experiment=t1a", "problem.data_dir=/data"]}, keys)
+    assert is_table_run({"overrides": ["experiment=t1a", "ckpt_path=auto"]}, keys)  # resumed
     assert not is_table_run({"overrides": ["experiment=t1a", "problem.task=x"]}, keys)
 
 
