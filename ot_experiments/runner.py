@@ -90,6 +90,13 @@ def run(cfg: DictConfig) -> dict:
                 raise
         if stopper.signum is not None:
             raise RunInterrupted(stopper.signum, stopper.saved_step, stopper.path)
+        if resume is not None and not timer.times:
+            log.warning(
+                "the checkpoint %s is already at step %d, trainer.max_steps: nothing was "
+                "trained; pass a larger trainer.max_steps to train on",
+                resume,
+                trainer.global_step,
+            )
         trainer.save_checkpoint(stopper.path)
         stopper.saved_step = int(trainer.global_step)  # a signal from here on points at it
         train_s = time.perf_counter() - t_start

@@ -109,8 +109,7 @@ def print_summary(results: dict, out: Path) -> None:
         lines.append(f"  {name:>24s}: {shown}")
     if results["reference"]:
         lines.append(f"  paper reference: {results['reference']}")
-    lines.append(
-        f"  step time {results['timing'].get('step_ms', float('nan')):.2f} ms, "
-        f"wall {results['timing']['wall_s']:.1f} s"
-    )
+    step_ms = results["timing"].get("step_ms")
+    shown = "no training steps" if step_ms is None else f"step time {step_ms:.2f} ms"
+    lines.append(f"  {shown}, wall {results['timing']['wall_s']:.1f} s")
     print("\n".join(lines), flush=True)

@@ -19,7 +19,7 @@ import ot_experiments
 
 from .conftest import FAST, read_results, run_folders, run_metric, train
 from .test_gradnet import GRADNET_FAST
-from .test_lagrangian import FAST_LAGRANGIAN
+from .test_lagrangian_runs import FAST_LAGRANGIAN
 from .test_qflow import QFAST
 
 pytestmark = [

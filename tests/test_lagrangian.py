@@ -1,9 +1,9 @@
-"""Lagrangian dynamic OT: nodal networks, RK4/Simpson, loss terms, gradients, end-to-end runs."""
+"""Lagrangian dynamic OT: nodal networks, RK4/Simpson, loss terms, gradients (the runs:
+test_lagrangian_runs.py)."""
 
 from __future__ import annotations
 
 import inspect
-import math
 from functools import partial
 
 import pytest
@@ -22,26 +22,8 @@ from ot_experiments.ode import (
 )
 from ot_experiments.problems.gaussian import GaussianProblem, lagrangian_h1_weight
 
-from .conftest import read_results, run_folders, train
-
 NETS = (NodalVelocity, NodalWeightsVelocity)
 TIMES = (0.0, 0.13, 0.2, 0.5, 0.61, 1.0)
-
-# tiny budget for end-to-end runs of this method
-FAST_LAGRANGIAN = [
-    "method=lagrangian",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "method.batch_size=64",
-    "method.h1_points=100",
-    "method.n_intervals=2",
-    "method.n_substeps=2",
-    "method.eval_points=100",
-    "eval_points=150",
-    "network.width=4",
-    "trainer.log_every_n_steps=1",
-    "logger=csv",
-]
 
 
 def _method(problem, net_cls=NodalVelocity, **kw) -> Lagrangian:
@@ -280,44 +262,6 @@ def test_bad_settings_raise_one_sentence(kw, message):
         _method(GaussianProblem(2, preset="shift"), **kw)
 
 
-# -- end to end -----------------------------------------------------------------------------
-def test_train_gaussian_writes_metrics_and_figures(tmp_path):
-    train(tmp_path, *FAST_LAGRANGIAN, "problem.preset=scale_shift")
-    (folder,) = run_folders(tmp_path)
-    res = read_results(folder)
-    assert res["status"] == "ok" and res["method"] == "lagrangian"
-    m = res["metrics"]
-    for key in ("w2_sq", "w2_sq_true", "w2_sq_rel_err", "kl", "energy_distance", "map_cost"):
-        assert math.isfinite(m[key])
-    assert m["w2_sq_true"] == pytest.approx(16 + 2 * (1 - math.sqrt(0.3)) ** 2, rel=1e-6)
-    assert m["map_cost"] <= m["w2_sq"] * 1.001  # Jensen: E ≥ E‖z(1) − x‖²
-    assert res["baselines"]["pot_sinkhorn"]["w2_sq"] > 0
-    assert (folder / "density_evolution.png").stat().st_size > 10_000
-
-
-def test_train_crowd_motion_adjoint_d3(tmp_path):
-    train(
-        tmp_path,
-        *FAST_LAGRANGIAN,
-        "problem=crowd_motion",
-        "problem.case=test5",
-        "d=3",
-        "method.gradient=adjoint",
-    )
-    (folder,) = run_folders(tmp_path)
-    res = read_results(folder)
-    m = res["metrics"]
-    assert m["obstacle_weight"] == 500.0 and m["kl_weight"] == 10.0 and m["h1_weight"] == 0.0
-    assert res["hints"] == {
-        "kl_weight": 10.0,
-        "obstacle_weight": 500.0,
-        "h1_weight": 0.0,
-        "obstacle_ramp_steps": 0,
-    }
-    assert m["obstacle_cost"] > 0 and 0 <= m["obstacle_fraction"] <= 1
-    assert (folder / "density_evolution.png").stat().st_size > 10_000
-
-
 def test_batched_h1_term_equals_per_time_closed_form():
     problem = GaussianProblem(3, preset="shift")
     method = _method(problem, n_intervals=4)
@@ -351,16 +295,6 @@ def test_obstacle_quadratures_agree_on_a_smooth_path():
     owned = problem.evaluate_method(method, x)
     assert owned["obstacle_fraction"] > 0.05
     assert owned["obstacle_cost"] == pytest.approx(fine, rel=1e-6)  # the problem's = the loss's
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", ["shift", "scale_shift"])
-def test_reference_budget_reaches_one_percent(tmp_path, preset):
-    """Tests 1–2, d = 2, the default settings (1000 steps, B = 1024, lr 0.1 × 0.955 every 10
-    steps; ~5 min each on one core): |E − W2²| / W2² < 1 % (measured 0.15 %, 0.52 %)."""
-    train(tmp_path, "method=lagrangian", f"problem.preset={preset}", "logger=csv", "threads=1")
-    (folder,) = run_folders(tmp_path)
-    assert read_results(folder)["metrics"]["w2_sq_rel_err"] < 0.01
 
 
 def test_refined_path_sees_a_jump_across_a_wall():

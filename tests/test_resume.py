@@ -59,9 +59,16 @@ def stop(folder: Path, sig: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path):
-    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'full'}")
-    full = read_results(tmp_path / "full")
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> dict:
+    """results.json of an uninterrupted LONG run (shared by the resume tests)."""
+    folder = tmp_path_factory.mktemp("full") / "run"
+    train(folder.parent, *LONG, f"hydra.run.dir={folder}")
+    return read_results(folder)
+
+
+def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path, full_run):
+    full = full_run
 
     proc = stop(tmp_path / "cut", signal.SIGTERM)
     assert proc.returncode != 0
@@ -77,6 +84,30 @@ def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert resumed["metrics"].keys() == full["metrics"].keys()
     for key, value in full["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_run):
+    """A finished 150-step run resumed with trainer.max_steps=300 trains steps 150-300 (not 0:
+    the step budget is one "epoch", which the finished run had ended) and ends close to a
+    300-step run (measured: forward UVP 0.470 against 0.457, the 150-step run 0.881; not
+    bit-identical, unlike a resume from an interrupted run). Resumed again at 300 it trains
+    nothing and says so."""
+    full = full_run["metrics"]
+    train(tmp_path, *LONG, "trainer.max_steps=150", f"hydra.run.dir={tmp_path / 'half'}")
+    half = read_results(tmp_path / "half")["metrics"]
+
+    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'more'}", f"ckpt_path={ckpt}")
+    more = read_results(tmp_path / "more")
+    assert more["status"] == "ok" and more["step"] == 300 and more["timing"]["steps"] == 150
+    for key in ("uvp_fwd", "uvp_bwd"):
+        assert more["metrics"][key] == pytest.approx(full[key], rel=0.1), key
+        assert half[key] > 1.5 * full[key], key  # so the check above sees the extra steps
+
+    ckpt = tmp_path / "more" / "checkpoints" / "last.ckpt"
+    again = train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'again'}", f"ckpt_path={ckpt}")
+    assert "nothing was trained" in again.stdout + again.stderr
+    assert "no training steps" in again.stdout
 
 
 def test_sigint_is_recorded_and_a_checkpoint_elsewhere_resumes_into_a_new_folder(tmp_path):
