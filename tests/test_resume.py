@@ -60,16 +60,14 @@ def stop(folder: Path, sig: int) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory) -> dict:
-    """results.json of an uninterrupted LONG run (shared by the resume tests)."""
+def full_metrics(tmp_path_factory) -> dict:
+    """Final metrics of an uninterrupted LONG run (shared by the resume tests)."""
     folder = tmp_path_factory.mktemp("full") / "run"
     train(folder.parent, *LONG, f"hydra.run.dir={folder}")
-    return read_results(folder)
+    return read_results(folder)["metrics"]
 
 
-def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path, full_run):
-    full = full_run
-
+def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path, full_metrics):
     proc = stop(tmp_path / "cut", signal.SIGTERM)
     assert proc.returncode != 0
     assert "interrupted by SIGTERM" in proc.stderr
@@ -81,18 +79,17 @@ def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path, 
     train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'cut'}", "ckpt_path=auto")
     resumed = read_results(tmp_path / "cut")
     assert resumed["status"] == "ok" and resumed["step"] == 300
-    assert resumed["metrics"].keys() == full["metrics"].keys()
-    for key, value in full["metrics"].items():
+    assert resumed["metrics"].keys() == full_metrics.keys()
+    for key, value in full_metrics.items():
         assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5), key
 
 
-def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_run):
+def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_metrics):
     """A finished 150-step run resumed with trainer.max_steps=300 trains steps 150-300 (not 0:
     the step budget is one "epoch", which the finished run had ended) and ends close to a
     300-step run (measured: forward UVP 0.470 against 0.457, the 150-step run 0.881; not
     bit-identical, unlike a resume from an interrupted run). Resumed again at 300 it trains
     nothing and says so."""
-    full = full_run["metrics"]
     train(tmp_path, *LONG, "trainer.max_steps=150", f"hydra.run.dir={tmp_path / 'half'}")
     half = read_results(tmp_path / "half")["metrics"]
 
@@ -101,8 +98,8 @@ def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_run):
     more = read_results(tmp_path / "more")
     assert more["status"] == "ok" and more["step"] == 300 and more["timing"]["steps"] == 150
     for key in ("uvp_fwd", "uvp_bwd"):
-        assert more["metrics"][key] == pytest.approx(full[key], rel=0.1), key
-        assert half[key] > 1.5 * full[key], key  # so the check above sees the extra steps
+        assert more["metrics"][key] == pytest.approx(full_metrics[key], rel=0.1), key
+        assert half[key] > 1.5 * full_metrics[key], key  # so the check above sees the extra steps
 
     ckpt = tmp_path / "more" / "checkpoints" / "last.ckpt"
     again = train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'again'}", f"ckpt_path={ckpt}")
