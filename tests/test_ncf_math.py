@@ -210,3 +210,22 @@ def test_batched_energy_distance_is_the_per_pair_distance():
     batched = energy_distance(x, y)
     assert batched.shape == (3,)
     torch.testing.assert_close(batched, torch.stack([energy_distance(a, b) for a, b in zip(x, y)]))
+
+
+def test_dense_icnn_output_quadratic_adds_half_x_p_x():
+    """Zero P leaves the network unchanged; P = S adds ½ xᵀSx exactly (gradient S x)."""
+    from ot_experiments.networks import DenseICNN
+
+    torch.manual_seed(0)
+    plain = DenseICNN(3, hidden=[8, 8, 4])
+    torch.manual_seed(0)
+    quad = DenseICNN(3, hidden=[8, 8, 4], output_quadratic=True)
+    x = torch.randn(6, 3, requires_grad=True)
+    assert torch.equal(plain(x), quad(x))
+    s = torch.tensor([[2.0, 0.5, 0.0], [0.5, -1.0, 0.0], [0.0, 0.0, 0.3]])
+    with torch.no_grad():
+        quad.out_quad.copy_(s)
+    diff = quad(x) - plain(x)
+    torch.testing.assert_close(diff[:, 0], 0.5 * torch.einsum("ni,ij,nj->n", x, s, x))
+    (grad,) = torch.autograd.grad(diff.sum(), x)
+    torch.testing.assert_close(grad, x @ s)
