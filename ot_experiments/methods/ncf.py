@@ -114,8 +114,6 @@ class NCF(OTMethod):
         Terminal time T of the HJ equation.
     mmd_weight : float
         λ in L_HJ + λ L_MMD.
-    mmd_exponent : float
-        β of the energy distance's kernel −‖a − b‖^β, in [1, 2) (1: the paper).
     hj_loss : {"implicit", "implicit_both", "pinn", "none"}
         Implicit-formula loss anchored at t = 0 (the paper), the sum of it and the one anchored
         at t = T (the paper's latent experiments), the HJ-PINN ablation, or MMD only.
@@ -143,7 +141,6 @@ class NCF(OTMethod):
         hamiltonian=None,
         horizon: float = 1.0,
         mmd_weight: float = 1.0,
-        mmd_exponent: float = 1.0,
         hj_loss: str = "implicit",
         n_collocation: int = 1000,
         n_mmd: int = 2000,
@@ -171,11 +168,6 @@ class NCF(OTMethod):
         self.ham = hamiltonian if hamiltonian is not None else QuadraticHamiltonian()
         self.horizon = float(horizon)
         self.mmd_weight = float(mmd_weight)
-        if not 1.0 <= mmd_exponent < 2.0:
-            raise ConfigError(
-                f"method.mmd_exponent={mmd_exponent} is not valid; choose β in [1, 2)"
-            )
-        self.mmd_exponent = float(mmd_exponent)
         self.hj_loss = hj_loss
         self.n_collocation = int(n_collocation)
         self.n_mmd = int(n_mmd)
@@ -264,9 +256,8 @@ class NCF(OTMethod):
         x, y = torch.stack(xs), torch.stack(ys)
         tx = ncf_forward_map(self.potential, x.flatten(0, 1), self.horizon, self.ham, True)
         sy = ncf_backward_map(self.potential, y.flatten(0, 1), self.horizon, self.ham, True)
-        beta = self.mmd_exponent
-        ed = energy_distance(tx.view_as(x), y, y_fixed=True, exponent=beta)
-        return (ed + energy_distance(sy.view_as(y), x, y_fixed=True, exponent=beta)).sum()
+        ed = energy_distance(tx.view_as(x), y, y_fixed=True)
+        return (ed + energy_distance(sy.view_as(y), x, y_fixed=True)).sum()
 
     def training_loss(self, step: int):
         mmd = self.mmd_term()

@@ -18,24 +18,18 @@ def pairwise_distances(x: Tensor, y: Tensor) -> Tensor:
     return torch.cdist(x, y)
 
 
-def energy_distance(x: Tensor, y: Tensor, y_fixed: bool = False, exponent: float = 1.0) -> Tensor:
-    """Energy distance (MMD² with kernel k(a, b) = −‖a − b‖^β), V-statistic.
+def energy_distance(x: Tensor, y: Tensor, y_fixed: bool = False) -> Tensor:
+    """Energy distance (MMD² with kernel k(a, b) = −‖a − b‖), V-statistic.
 
-    ED_β(P, Q) = 2 E‖X − Y‖^β − E‖X − X′‖^β − E‖Y − Y′‖^β, X, X′ ~ P (n, d), Y, Y′ ~ Q (m, d);
-    β = ``exponent`` in [1, 2) (1: the usual energy distance; a metric on distributions for
-    every β in (0, 2), and a larger β pulls harder on points far from the bulk).
+    ED(P, Q) = 2 E‖X − Y‖ − E‖X − X′‖ − E‖Y − Y′‖, X, X′ ~ P (n, d), Y, Y′ ~ Q (m, d).
     Returns a scalar ≥ 0 (up to round-off), 0 when the two sets are equal; batched inputs
     (B, n, d), (B, m, d) give the B distances, shape (B,), in one pass.
     ``y_fixed=True`` drops the E‖Y − Y′‖ term, a constant when y carries no gradient
     (for training losses: same gradient, one O(m²) pass less).
     """
 
-    if not 1.0 <= exponent < 2.0:
-        raise ValueError(f"energy distance exponent must be in [1, 2), got {exponent}")
-
     def mean_dist(a: Tensor, b: Tensor) -> Tensor:
-        dist = pairwise_distances(a, b)
-        return (dist if exponent == 1.0 else dist.pow(exponent)).mean((-2, -1))
+        return pairwise_distances(a, b).mean((-2, -1))
 
     ed = 2 * mean_dist(x, y) - mean_dist(x, x)
     return ed if y_fixed else ed - mean_dist(y, y)
