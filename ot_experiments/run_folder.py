@@ -3,8 +3,11 @@ run, and marking a run that was finished elsewhere."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
+
+import torch
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.results import write_json_atomic
@@ -66,3 +69,39 @@ def mark_resumed(ckpt: Path, out: Path) -> None:
     if old is not None and old.get("status") != "ok":
         old["status"], old["resumed_in"] = "resumed", str(out)
         write_json_atomic(old_folder / "results.json", old)
+
+
+def metrics_history(out: Path, ckpt: Path | None) -> tuple[list[str], list[dict]] | None:
+    """The header and rows of ``out/metrics.csv`` logged before ``ckpt``'s step, when ``out``
+    is the folder of the run being resumed; None otherwise. (Rows after that step are dropped:
+    the resumed run logs them again.)"""
+    path = out / "metrics.csv"
+    if ckpt is None or not path.is_file():
+        return None
+    step = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        rows = [row for row in reader if row.get("step") and int(float(row["step"])) < step]
+        return list(reader.fieldnames or []), rows
+
+
+def restore_metrics_history(loggers: list, out: Path, history) -> None:
+    """Write a resumed run's earlier rows back into ``out/metrics.csv``.
+
+    Lightning's CSVLogger deletes an existing metrics.csv when it starts, so without this a
+    resumed run's file would begin at the checkpoint's step. ``history`` comes from
+    ``metrics_history`` (read before the logger started); rank 0 only.
+    """
+    from pytorch_lightning.loggers import CSVLogger
+
+    if history is None:
+        return
+    header, rows = history
+    for logger in loggers:
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir).resolve() == out.resolve():
+            writer = logger.experiment  # starting the writer removes the old file
+            with open(writer.metrics_file_path, "w", newline="") as file:
+                table = csv.DictWriter(file, fieldnames=header)
+                table.writeheader()
+                table.writerows(rows)
+            writer.metrics_keys = list(header)  # later rows append under the same header

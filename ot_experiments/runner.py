@@ -29,8 +29,10 @@ from ot_experiments.results import write_json_atomic
 from ot_experiments.run_folder import (
     finished_run,
     mark_resumed,
+    metrics_history,
     refuse_existing_run,
     resolve_checkpoint,
+    restore_metrics_history,
 )
 from ot_experiments.summary import evaluate_and_baselines, new_results, print_summary, timing
 from ot_experiments.tracking import finish as finish_wandb
@@ -82,7 +84,10 @@ def run(cfg: DictConfig) -> dict:
             shown = " ".join(f"method.{k}={v}" for k, v in results["hints"].items())
             log.info("settings from problem %s (for auto): %s", results["problem"], shown)
         method = build_method(cfg, problem)
+        history = metrics_history(out, resume) if writer else None
         trainer, loaders = build_trainer(cfg, problem, method_cls, first=[timer], last=[stopper])
+        if writer:
+            restore_metrics_history(trainer.loggers, out, history)
         try:
             trainer.fit(method, *loaders, ckpt_path=resume)
         except BaseException:  # Lightning ends a SIGTERM with SIGTERMException (a SystemExit)

@@ -4,6 +4,7 @@ shows running / interrupted / killed / missing runs."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -94,14 +95,23 @@ def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_metrics):
     half = read_results(tmp_path / "half")["metrics"]
 
     ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
-    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'more'}", f"ckpt_path={ckpt}")
-    more = read_results(tmp_path / "more")
+    train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'half'}", f"ckpt_path={ckpt}")
+    more = read_results(tmp_path / "half")
     assert more["status"] == "ok" and more["step"] == 300 and more["timing"]["steps"] == 150
     for key in ("uvp_fwd", "uvp_bwd"):
         assert more["metrics"][key] == pytest.approx(full_metrics[key], rel=0.1), key
         assert half[key] > 1.5 * full_metrics[key], key  # so the check above sees the extra steps
+    # metrics.csv holds the whole run: the first 150 steps' rows survive the resume, once each
+    with (tmp_path / "half" / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    val_steps = [int(r["step"]) for r in rows if r.get("val/uvp_fwd")]
+    assert val_steps[:3] == [49, 99, 149] and len(val_steps) == 6  # (then 200, 250, 300: the
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]  # extended epoch's shift)
+    assert (
+        train_steps[0] < 50 and train_steps == sorted(set(train_steps)) and len(train_steps) == 12
+    )
 
-    ckpt = tmp_path / "more" / "checkpoints" / "last.ckpt"
+    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
     again = train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'again'}", f"ckpt_path={ckpt}")
     assert "nothing was trained" in again.stdout + again.stderr
     assert "no training steps" in again.stdout
