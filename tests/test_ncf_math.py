@@ -212,20 +212,30 @@ def test_batched_energy_distance_is_the_per_pair_distance():
     torch.testing.assert_close(batched, torch.stack([energy_distance(a, b) for a, b in zip(x, y)]))
 
 
-def test_dense_icnn_output_quadratic_adds_half_x_p_x():
-    """Zero P leaves the network unchanged; P = S adds ½ xᵀSx exactly (gradient S x)."""
-    from ot_experiments.networks import DenseICNN
+def test_quadratic_term_adds_half_z_p_z_to_the_potential():
+    """Zero P leaves the potential unchanged; P = S adds ½ zᵀSz, z = [x, t] (gradient in x: the
+    x-rows of S z for symmetric S)."""
+    from functools import partial
 
-    torch.manual_seed(0)
-    plain = DenseICNN(3, hidden=[8, 8, 4])
-    torch.manual_seed(0)
-    quad = DenseICNN(3, hidden=[8, 8, 4], output_quadratic=True)
-    x = torch.randn(6, 3, requires_grad=True)
-    assert torch.equal(plain(x), quad(x))
-    s = torch.tensor([[2.0, 0.5, 0.0], [0.5, -1.0, 0.0], [0.0, 0.0, 0.3]])
+    from ot_experiments.methods.ncf import NCF, half_quadratic_form
+    from ot_experiments.networks import MLP
+
+    def build(quadratic_term):
+        torch.manual_seed(0)
+        problem = GaussianProblem(2, "ncf_benchmark", seed=0)
+        net = partial(MLP, hidden=(8, 8))
+        return NCF(problem, net, partial(torch.optim.Adam), quadratic_term=quadratic_term)
+
+    plain, quad = build(False), build(True)
+    x = torch.randn(6, 2, requires_grad=True)
+    t = torch.rand(6, 1)
+    assert torch.equal(plain.potential(x, t), quad.potential(x, t))
+    s = torch.tensor([[2.0, 0.5, 0.1], [0.5, -1.0, 0.0], [0.1, 0.0, 0.3]])
     with torch.no_grad():
-        quad.out_quad.copy_(s)
-    diff = quad(x) - plain(x)
-    torch.testing.assert_close(diff[:, 0], 0.5 * torch.einsum("ni,ij,nj->n", x, s, x))
+        quad.quad.copy_(s)
+    diff = quad.potential(x, t) - plain.potential(x, t)
+    z = torch.cat([x, t], 1)
+    torch.testing.assert_close(diff, 0.5 * torch.einsum("ni,ij,nj->n", z, s, z))
+    torch.testing.assert_close(half_quadratic_form(z, s), diff)
     (grad,) = torch.autograd.grad(diff.sum(), x)
-    torch.testing.assert_close(grad, x @ s)
+    torch.testing.assert_close(grad, (z @ s)[:, :2])

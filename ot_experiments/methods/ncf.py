@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ot_experiments.costs import QuadraticHamiltonian
 from ot_experiments.errors import ConfigError
@@ -35,6 +35,11 @@ def value_and_spatial_grad(
         val = u(x, t)
         (grad,) = torch.autograd.grad(val.sum(), x, create_graph=create_graph)
     return val, grad
+
+
+def half_quadratic_form(z: Tensor, p: Tensor) -> Tensor:
+    """½ zᵀPz for each row of z (n, k), P (k, k) → (n,); its gradient in z is ½ (P + Pᵀ) z."""
+    return 0.5 * ((z @ p) * z).sum(1)
 
 
 def ncf_forward_map(u: Potential, x: Tensor, horizon: float, ham, create_graph=False) -> Tensor:
@@ -123,6 +128,10 @@ class NCF(OTMethod):
         Class-conditional MMD; ``auto`` uses labels whenever the problem offers them.
     time_weight_decay : float
         w(t) = exp(−a t / T) in the HJ loss; a = 0 gives w ≡ 1.
+    quadratic_term : bool
+        Add a full quadratic form to the potential, u_θ(z) = net(z) + ½ zᵀPz with z = [x, t] and
+        P ((d + 1) × (d + 1)) learned from zero, so that the potential's growth far from the
+        data is a learned quadratic rather than whatever the network's units extrapolate.
     collocation : {"box", "data", "mixed"}
         Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
         paper), ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
@@ -147,6 +156,7 @@ class NCF(OTMethod):
         conditional: str | bool = "auto",
         time_weight_decay: float = 0.0,
         collocation: str = "box",
+        quadratic_term: bool = False,
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
@@ -165,6 +175,8 @@ class NCF(OTMethod):
             )
         self.dim = problem.dim
         self.net = network(in_dim=self.dim + 1, out_dim=1)
+        z_dim = self.dim + 1
+        self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
         self.ham = hamiltonian if hamiltonian is not None else QuadraticHamiltonian()
         self.horizon = float(horizon)
         self.mmd_weight = float(mmd_weight)
@@ -180,8 +192,10 @@ class NCF(OTMethod):
 
     # the potential ------------------------------------------------------------------------
     def potential(self, x: Tensor, t: Tensor) -> Tensor:
-        """u_θ(x, t): x (n, d), t (n, 1) → (n,)."""
-        return self.net(torch.cat([x, t], dim=1))[:, 0]
+        """u_θ(x, t) = net([x, t]) (+ ½ zᵀPz with ``quadratic_term``): x (n, d), t (n, 1) → (n,)."""
+        z = torch.cat([x, t], dim=1)
+        u = self.net(z)[:, 0]
+        return u if self.quad is None else u + half_quadratic_form(z, self.quad)
 
     # maps -------------------------------------------------------------------------------
     def transport(self, x: Tensor) -> Tensor:
@@ -272,6 +286,7 @@ class NCF(OTMethod):
 
 __all__ = [
     "NCF",
+    "half_quadratic_form",
     "characteristic_terms",
     "hj_implicit_residual",
     "hj_pinn_residual",

@@ -55,9 +55,6 @@ class DenseICNN(nn.Module):
     Every hidden layer k receives a rank-r quadratic function of the input:
     Quad_k(x)_j = Σ_r (A_{k,j,r}·x)² + B_{k,j}·x + c_{k,j}, and
     h_1 = σ(Quad_1(x)), h_{k+1} = σ(W_k h_k + Quad_{k+1}(x)), f(x) = w·h_K.
-    With ``output_quadratic`` the output also gets a full quadratic form, f(x) += ½ xᵀPx
-    (P learned, starting at zero), so a potential that is quadratic far from the data can be
-    represented without the units' saturation deciding its tails.
     Shapes (n, in_dim) → (n, 1).
     """
 
@@ -68,11 +65,9 @@ class DenseICNN(nn.Module):
         hidden: Sequence[int] = (64, 64, 32),
         rank: int = 1,
         activation: str = "celu",
-        output_quadratic: bool = False,
     ) -> None:
         super().__init__()
         hidden = [int(h) for h in hidden]
-        self.out_quad = nn.Parameter(torch.zeros(in_dim, in_dim)) if output_quadratic else None
         self.rank = rank
         self.quad = nn.ParameterList(
             [nn.Parameter(torch.randn(in_dim, h * rank) / in_dim**0.5) for h in hidden]
@@ -93,9 +88,7 @@ class DenseICNN(nn.Module):
         h = self.act(self._quadratic(0, x))
         for k, layer in enumerate(self.lin_hidden, start=1):
             h = self.act(layer(h) + self._quadratic(k, x))
-        if self.out_quad is None:
-            return self.out(h)
-        return self.out(h) + 0.5 * ((x @ self.out_quad) * x).sum(-1, keepdim=True)
+        return self.out(h)
 
 
 class ResidualTanh(nn.Module):
