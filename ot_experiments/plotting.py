@@ -49,15 +49,20 @@ def plot_maps_2d(x, y, tx, sy, path: Path, title: str = "") -> None:
 
 
 def plot_projection(y, tx, path: Path, title: str = "") -> None:
-    """Pushed vs target samples projected on the target's two leading principal axes."""
+    """Pushed vs target samples projected on the two leading principal axes of both clouds.
+
+    Both clouds fix the axes: axes fitted to the target sample alone are the directions where
+    that sample happens to spread most, so in high d (e.g. 1000 points, d = 64) the target
+    looks ~15 % wider along them than any other sample of ν, the pushed one included.
+    """
     mean = y.mean(0)
-    _, _, v = torch.linalg.svd(y - mean, full_matrices=False)
+    _, _, v = torch.linalg.svd(torch.cat([y, tx]) - mean, full_matrices=False)
     proj = v[:2].T
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(*((y - mean) @ proj).T, s=3, alpha=0.3, c="tab:orange", label="target ν")
     ax.scatter(*((tx - mean) @ proj).T, s=3, alpha=0.3, c="tab:green", label="T#μ (pushed)")
-    ax.set_xlabel("target PC 1")
-    ax.set_ylabel("target PC 2")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
     ax.legend(markerscale=3)
     ax.set_title(title or "pushed vs target, 2-D projection")
     fig.tight_layout()
