@@ -111,7 +111,6 @@ def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_metrics):
         train_steps[0] < 50 and train_steps == sorted(set(train_steps)) and len(train_steps) == 12
     )
 
-    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
     again = train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'again'}", f"ckpt_path={ckpt}")
     assert "nothing was trained" in again.stdout + again.stderr
     assert "no training steps" in again.stdout
