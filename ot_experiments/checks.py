@@ -20,6 +20,7 @@ as it follows the naming convention:
 
 from __future__ import annotations
 
+import inspect
 import netrc
 import os
 import re
@@ -78,6 +79,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"averaging.decay={decay!r} is not valid: the EMA decay must be in [0, 1)"
         )
     check_threads(cfg.get("threads"))
+    check_network_keys(cfg.get("network"))
     check_sizes(cfg)
     check_wandb_login(cfg)
 
@@ -90,6 +92,37 @@ def check_threads(threads: Any) -> None:
         raise ConfigError(
             f"threads={threads!r} is not valid: use threads=null (torch's default) or an "
             "integer >= 1"
+        )
+
+
+def check_network_keys(network: DictConfig | None) -> None:
+    """Every key of ``network`` is a constructor argument of the chosen network class.
+
+    A recipe or experiment written for one network (e.g. ``network.modules`` for mGradNet-M)
+    would otherwise reach another (``network=mlp``) as an unexpected keyword.
+
+    Parameters
+    ----------
+    network : DictConfig or None
+        The composed ``network`` node (``_target_`` names the class).
+    """
+    target = network.get("_target_") if isinstance(network, DictConfig) else None
+    if not target:
+        return
+    try:
+        params = inspect.signature(get_class(target).__init__).parameters
+    except Exception:  # an unimportable target is reported by instantiate itself
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    extra = [str(k) for k in network if not str(k).startswith("_") and str(k) not in params]
+    if extra:
+        takes = ", ".join(k for k in params if k not in ("self", "in_dim", "out_dim"))
+        key = f"network.{extra[0]}"
+        raise ConfigError(
+            f"{key} is not an option of {target.rsplit('.', 1)[-1]} (it takes {takes}); a "
+            f"recipe or experiment written for another network sets it: drop it with "
+            f"~{key} or choose a network that takes it"
         )
 
 

@@ -192,6 +192,12 @@ def test_load_run_names_a_missing_or_damaged_file(run_folder, tmp_path):
         ("method=qflow method.refine.rounds=-1", "method.refine.rounds=-1 is not valid"),
         ("problem=crowd_motion method=lagrangian problem.lambda_kl=-1", "problem.lambda_kl=-1"),
         ("problem=mnist_morphing method=gradnet problem.eval_samples=0", "eval_samples=0"),
+        # the T3 recipe's mGradNet-M sizes reach a network without them
+        (
+            "problem=mnist_morphing method=gradnet network=mlp",
+            "network.modules is not an option of MLP (it takes hidden, activation, beta)",
+        ),
+        ("network=mlp +network.rank=2", "drop it with ~network.rank"),
     ],
 )
 def test_sizes_counts_and_weights_are_checked_before_training(overrides, message):
@@ -215,6 +221,9 @@ def test_sizes_counts_and_weights_are_checked_before_training(overrides, message
         "method.mmd_weight=0",
         "experiment=t1a budget=paper",
         "experiment=t6",
+        "method=ncf problem=gaussian network=mlp",  # the recipe's term is the method's
+        "problem=mnist_morphing method=gradnet",
+        "problem=mnist_morphing method=gradnet network=mgradnet_c ~network.modules",
     ],
 )
 def test_sensible_values_pass_the_checks(overrides):
