@@ -239,3 +239,30 @@ def test_quadratic_term_adds_half_z_p_z_to_the_potential():
     torch.testing.assert_close(half_quadratic_form(z, s), diff)
     (grad,) = torch.autograd.grad(diff.sum(), x)
     torch.testing.assert_close(grad, (z @ s)[:, :2])
+
+
+def test_net_weight_decay_shrinks_the_network_and_leaves_p():
+    """With ``net_weight_decay`` = w, one AdamW step at zero gradient scales every network weight
+    by (1 − lr·w) and leaves the quadratic form P as it was; w = 0 hands the optimizer one group."""
+    from functools import partial
+
+    from ot_experiments.methods.ncf import NCF
+    from ot_experiments.networks import MLP
+
+    problem = GaussianProblem(2, "ncf_benchmark", seed=0)
+    net = partial(MLP, hidden=(8, 8))
+    plain = NCF(problem, net, partial(torch.optim.Adam), quadratic_term=True)
+    assert len(plain.configure_optimizers().param_groups) == 1
+    method = NCF(
+        problem, net, partial(torch.optim.AdamW, lr=0.1), quadratic_term=True, net_weight_decay=0.5
+    )
+    opt = method.configure_optimizers()
+    with torch.no_grad():
+        method.quad.fill_(1.0)
+    before = {n: p.detach().clone() for n, p in method.named_parameters()}
+    for p in method.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in method.named_parameters():
+        factor = 1.0 if n == "quad" else 1 - 0.1 * 0.5
+        torch.testing.assert_close(p.detach(), before[n] * factor)

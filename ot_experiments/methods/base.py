@@ -221,8 +221,12 @@ class OTMethod(pl.LightningModule):
         self.history.append({"step": int(self.global_step), **metrics})
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=1)
 
+    def parameter_groups(self):
+        """What the optimizer gets: all parameters (a method may split them into groups)."""
+        return self.parameters()
+
     def configure_optimizers(self):  # noqa: D102
-        opt = self._make_optimizer(params=self.parameters())
+        opt = self._make_optimizer(params=self.parameter_groups())
         if self._make_scheduler is None:
             return opt
         return {

@@ -157,6 +157,7 @@ class NCF(OTMethod):
         time_weight_decay: float = 0.0,
         collocation: str = "box",
         quadratic_term: bool = False,
+        net_weight_decay: float = 0.0,
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
@@ -177,6 +178,7 @@ class NCF(OTMethod):
         self.net = network(in_dim=self.dim + 1, out_dim=1)
         z_dim = self.dim + 1
         self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
+        self.net_weight_decay = float(net_weight_decay)
         self.ham = hamiltonian if hamiltonian is not None else QuadraticHamiltonian()
         self.horizon = float(horizon)
         self.mmd_weight = float(mmd_weight)
@@ -196,6 +198,16 @@ class NCF(OTMethod):
         z = torch.cat([x, t], dim=1)
         u = self.net(z)[:, 0]
         return u if self.quad is None else u + half_quadratic_form(z, self.quad)
+
+    def parameter_groups(self):
+        """The network's weights decay by ``net_weight_decay``; the quadratic form P does not."""
+        if not self.net_weight_decay:
+            return self.parameters()
+        rest = [p for n, p in self.named_parameters() if not n.startswith("net.")]
+        return [
+            {"params": list(self.net.parameters()), "weight_decay": self.net_weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
 
     # maps -------------------------------------------------------------------------------
     def transport(self, x: Tensor) -> Tensor:
