@@ -95,6 +95,25 @@ def test_uvp_noise_script_draws_what_evaluate_draws(fast_run):
     assert sum(part for _, _, part in shells) == pytest.approx(fwd[0], rel=1e-5)
 
 
+def test_linear_split_of_a_map_with_a_known_affine_error_and_wiggle():
+    """T̂(x) = T*(x) + 0.1 x (affine error) + 0.2 cos(3x) (even: on a centred Gaussian cloud its
+    only affine part is its mean): the parts are the UVPs of 0.1 x and of the centred wiggle,
+    and they sum to the map's UVP."""
+    from ot_experiments.metrics import l2_uvp
+    from ot_experiments.problems import GaussianProblem
+
+    noise = load_script("uvp_sample_noise")
+    problem = GaussianProblem(3, "ncf_benchmark", seed=0)
+    x = problem.sample_source(200_000, generator=torch.Generator().manual_seed(0)).double()
+    true_x, var = problem.transport_true(x).double(), problem.target_variance()
+    wiggle = 0.2 * torch.cos(3 * x)
+    mapped = true_x + 0.1 * x + wiggle
+    linear, rest = noise.uvp_linear_split(mapped, x, true_x, var)
+    assert linear == pytest.approx(l2_uvp(0.1 * x, 0 * x, var), rel=0.02)
+    assert rest == pytest.approx(l2_uvp(wiggle, wiggle.mean(0), var), rel=0.02)
+    assert linear + rest == pytest.approx(l2_uvp(mapped, true_x, var), rel=1e-6)
+
+
 def test_same_seed_gives_identical_metrics(tmp_path, fast_run):
     train(tmp_path, *FAST)
     (again,) = run_folders(tmp_path)
