@@ -266,3 +266,26 @@ def test_net_weight_decay_shrinks_the_network_and_leaves_p():
     for n, p in method.named_parameters():
         factor = 1.0 if n == "quad" else 1 - 0.1 * 0.5
         torch.testing.assert_close(p.detach(), before[n] * factor)
+
+
+def test_quadratic_lr_scale_moves_p_that_many_times_faster():
+    """Adam's first step moves each parameter by its group's lr (m̂/√v̂ = 1 for a constant
+    gradient): P, at ``quadratic_lr_scale`` = 3, by 3 × lr; the network by lr."""
+    from functools import partial
+
+    from ot_experiments.methods.ncf import NCF
+    from ot_experiments.networks import MLP
+
+    problem = GaussianProblem(2, "ncf_benchmark", seed=0)
+    net = partial(MLP, hidden=(8, 8))
+    method = NCF(
+        problem, net, partial(torch.optim.Adam, lr=0.01), quadratic_term=True, quadratic_lr_scale=3
+    )
+    opt = method.configure_optimizers()
+    before = {n: p.detach().clone() for n, p in method.named_parameters()}
+    for p in method.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    for n, p in method.named_parameters():
+        step = 0.03 if n == "quad" else 0.01
+        torch.testing.assert_close(p.detach(), before[n] - step)

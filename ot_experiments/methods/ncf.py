@@ -158,6 +158,7 @@ class NCF(OTMethod):
         collocation: str = "box",
         quadratic_term: bool = False,
         net_weight_decay: float = 0.0,
+        quadratic_lr_scale: float = 1.0,
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
@@ -179,6 +180,7 @@ class NCF(OTMethod):
         z_dim = self.dim + 1
         self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
         self.net_weight_decay = float(net_weight_decay)
+        self.quadratic_lr_scale = float(quadratic_lr_scale)
         self.ham = hamiltonian if hamiltonian is not None else QuadraticHamiltonian()
         self.horizon = float(horizon)
         self.mmd_weight = float(mmd_weight)
@@ -200,14 +202,17 @@ class NCF(OTMethod):
         return u if self.quad is None else u + half_quadratic_form(z, self.quad)
 
     def parameter_groups(self):
-        """The network's weights decay by ``net_weight_decay``; the quadratic form P does not."""
-        if not self.net_weight_decay:
+        """The network's weights decay by ``net_weight_decay``; the quadratic form P does not, and
+        it learns at ``quadratic_lr_scale`` times the optimizer's rate."""
+        if not self.net_weight_decay and (self.quad is None or self.quadratic_lr_scale == 1):
             return self.parameters()
-        rest = [p for n, p in self.named_parameters() if not n.startswith("net.")]
-        return [
-            {"params": list(self.net.parameters()), "weight_decay": self.net_weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ]
+        lr = self._make_optimizer.keywords.get("lr", 1e-3)
+        groups = [{"params": list(self.net.parameters()), "weight_decay": self.net_weight_decay}]
+        if self.quad is not None:
+            groups.append(
+                {"params": [self.quad], "weight_decay": 0.0, "lr": lr * self.quadratic_lr_scale}
+            )
+        return groups
 
     # maps -------------------------------------------------------------------------------
     def transport(self, x: Tensor) -> Tensor:
