@@ -42,6 +42,18 @@ def half_quadratic_form(z: Tensor, p: Tensor) -> Tensor:
     return 0.5 * ((z @ p) * z).sum(1)
 
 
+def time_quadratic_form(x: Tensor, t: Tensor, p: Tensor) -> Tensor:
+    """½ Σₖ tᵏ xᵀPₖx, k = 1 … K, for each row: x (n, d), t (n, 1), P (K, d, d) → (n,).
+
+    Beside ½ zᵀPz it lets the potential's quadratic in x change with time, as every
+    Hamilton–Jacobi solution with a quadratic start does (for H = ½|p|²: u = ½ xᵀS(I + tS)⁻¹x,
+    whose Taylor series in t has Pₖ = (−1)ᵏ Sᵏ⁺¹).
+    """
+    powers = t ** torch.arange(1, len(p) + 1, device=t.device, dtype=t.dtype)  # (n, K)
+    forms = torch.einsum("ni,kij,nj->nk", x, p, x)  # (n, K)
+    return 0.5 * (powers * forms).sum(1)
+
+
 def ncf_forward_map(u: Potential, x: Tensor, horizon: float, ham, create_graph=False) -> Tensor:
     """T(x) = x + T ∇H(∇ₓu(x, 0)); x (n, d) → (n, d)."""
     t0 = torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
@@ -159,6 +171,7 @@ class NCF(OTMethod):
         quadratic_term: bool = False,
         net_weight_decay: float = 0.0,
         quadratic_lr_scale: float = 1.0,
+        quadratic_time_degree: int = 0,
         eval_points: int = 2000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
@@ -179,6 +192,8 @@ class NCF(OTMethod):
         self.net = network(in_dim=self.dim + 1, out_dim=1)
         z_dim = self.dim + 1
         self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
+        k = int(quadratic_time_degree) if quadratic_term else 0
+        self.quad_time = nn.Parameter(torch.zeros(k, self.dim, self.dim)) if k else None
         self.net_weight_decay = float(net_weight_decay)
         self.quadratic_lr_scale = float(quadratic_lr_scale)
         self.ham = hamiltonian if hamiltonian is not None else QuadraticHamiltonian()
@@ -199,7 +214,11 @@ class NCF(OTMethod):
         """u_θ(x, t) = net([x, t]) (+ ½ zᵀPz with ``quadratic_term``): x (n, d), t (n, 1) → (n,)."""
         z = torch.cat([x, t], dim=1)
         u = self.net(z)[:, 0]
-        return u if self.quad is None else u + half_quadratic_form(z, self.quad)
+        if self.quad is not None:
+            u = u + half_quadratic_form(z, self.quad)
+        if self.quad_time is not None:
+            u = u + time_quadratic_form(x, t, self.quad_time)
+        return u
 
     def parameter_groups(self):
         """The network's weights decay by ``net_weight_decay``; the quadratic form P does not, and
@@ -209,9 +228,8 @@ class NCF(OTMethod):
         lr = self._make_optimizer.keywords.get("lr", 1e-3)
         groups = [{"params": list(self.net.parameters()), "weight_decay": self.net_weight_decay}]
         if self.quad is not None:
-            groups.append(
-                {"params": [self.quad], "weight_decay": 0.0, "lr": lr * self.quadratic_lr_scale}
-            )
+            quad = [self.quad] if self.quad_time is None else [self.quad, self.quad_time]
+            groups.append({"params": quad, "weight_decay": 0.0, "lr": lr * self.quadratic_lr_scale})
         return groups
 
     # maps -------------------------------------------------------------------------------
