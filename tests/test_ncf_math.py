@@ -5,12 +5,12 @@ import torch
 
 from ot_experiments.costs import PowerHamiltonian, QuadraticHamiltonian
 from ot_experiments.methods.ncf import (
-    time_quadratic_form,
     hj_implicit_residual,
     hj_pinn_residual,
     hj_terminal_residual,
     ncf_backward_map,
     ncf_forward_map,
+    time_quadratic_form,
 )
 from ot_experiments.metrics import energy_distance
 from ot_experiments.problems import GaussianProblem
@@ -314,3 +314,25 @@ def test_time_quadratic_form_sums_to_the_exact_hj_solution():
     torch.testing.assert_close(
         time_quadratic_form(x, t, s[None]), 0.5 * t[:, 0] * ((x @ s) * x).sum(1)
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"quadratic_time_degree": 2}, "shapes the quadratic term: set method.quadratic_term=true"),
+        ({"quadratic_lr_scale": 10.0}, "method.quadratic_lr_scale shapes the quadratic term"),
+        ({"quadratic_term": True, "quadratic_time_degree": -1}, "use an integer >= 0"),
+        ({"quadratic_term": True, "quadratic_lr_scale": 0.0}, "use a number > 0"),
+        ({"net_weight_decay": -0.1}, "method.net_weight_decay=-0.1 is not valid"),
+    ],
+)
+def test_quadratic_options_are_refused_in_one_sentence(options, message):
+    from functools import partial
+
+    from ot_experiments.errors import ConfigError
+    from ot_experiments.methods.ncf import NCF
+    from ot_experiments.networks import MLP
+
+    problem = GaussianProblem(2, "ncf_benchmark", seed=0)
+    with pytest.raises(ConfigError, match=message):
+        NCF(problem, partial(MLP, hidden=(8,)), partial(torch.optim.Adam), **options)

@@ -54,6 +54,19 @@ def time_quadratic_form(x: Tensor, t: Tensor, p: Tensor) -> Tensor:
     return 0.5 * (powers * forms).sum(1)
 
 
+def check_quadratic_options(term: bool, degree: int, lr_scale: float) -> None:
+    """The quadratic term's options: a degree >= 0 and a scale > 0, set only with the term."""
+    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+        raise ConfigError(
+            f"method.quadratic_time_degree={degree!r} is not valid: use an integer >= 0"
+        )
+    if not lr_scale > 0:
+        raise ConfigError(f"method.quadratic_lr_scale={lr_scale!r} is not valid: use a number > 0")
+    if not term and (degree or lr_scale != 1):
+        key = "quadratic_time_degree" if degree else "quadratic_lr_scale"
+        raise ConfigError(f"method.{key} shapes the quadratic term: set method.quadratic_term=true")
+
+
 def ncf_forward_map(u: Potential, x: Tensor, horizon: float, ham, create_graph=False) -> Tensor:
     """T(x) = x + T ∇H(∇ₓu(x, 0)); x (n, d) → (n, d)."""
     t0 = torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
@@ -192,7 +205,12 @@ class NCF(OTMethod):
         self.net = network(in_dim=self.dim + 1, out_dim=1)
         z_dim = self.dim + 1
         self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
-        k = int(quadratic_time_degree) if quadratic_term else 0
+        check_quadratic_options(quadratic_term, quadratic_time_degree, quadratic_lr_scale)
+        if net_weight_decay < 0:
+            raise ConfigError(
+                f"method.net_weight_decay={net_weight_decay!r} is not valid: use a number >= 0"
+            )
+        k = int(quadratic_time_degree)
         self.quad_time = nn.Parameter(torch.zeros(k, self.dim, self.dim)) if k else None
         self.net_weight_decay = float(net_weight_decay)
         self.quadratic_lr_scale = float(quadratic_lr_scale)
@@ -211,7 +229,8 @@ class NCF(OTMethod):
 
     # the potential ------------------------------------------------------------------------
     def potential(self, x: Tensor, t: Tensor) -> Tensor:
-        """u_θ(x, t) = net([x, t]) (+ ½ zᵀPz with ``quadratic_term``): x (n, d), t (n, 1) → (n,)."""
+        """u_θ(x, t) = net([x, t]) (+ ½ zᵀPz with ``quadratic_term``, + ½ Σₖ tᵏ xᵀPₖx with
+        ``quadratic_time_degree``): x (n, d), t (n, 1) → (n,)."""
         z = torch.cat([x, t], dim=1)
         u = self.net(z)[:, 0]
         if self.quad is not None:
@@ -225,7 +244,11 @@ class NCF(OTMethod):
         it learns at ``quadratic_lr_scale`` times the optimizer's rate."""
         if not self.net_weight_decay and (self.quad is None or self.quadratic_lr_scale == 1):
             return self.parameters()
-        lr = self._make_optimizer.keywords.get("lr", 1e-3)
+        lr = getattr(self._make_optimizer, "keywords", {}).get("lr")
+        if lr is None and self.quadratic_lr_scale != 1:
+            raise ConfigError(
+                "method.quadratic_lr_scale needs the optimizer's lr set (optimizer.lr)"
+            )
         groups = [{"params": list(self.net.parameters()), "weight_decay": self.net_weight_decay}]
         if self.quad is not None:
             quad = [self.quad] if self.quad_time is None else [self.quad, self.quad_time]
