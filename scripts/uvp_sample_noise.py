@@ -41,6 +41,13 @@ def uvp_draws(run, n: int, draws: int, seed: int = 1000) -> tuple[list[float], l
     return fwd, bwd
 
 
+def first_draw(run, n: int, seed: int = 1000) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``n`` source points of ``uvp_draws``' first draw (generator ``seed``), their image
+    under the learned map and under the exact one, each (n, d)."""
+    x = run.problem.sample_source(n, generator=torch.Generator().manual_seed(seed))
+    return x, run.transport(x).detach(), run.problem.transport_true(x)
+
+
 def uvp_by_radius(
     run, n: int, seed: int = 1000, quantiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
 ) -> list[tuple[float, float, float]]:
@@ -48,11 +55,8 @@ def uvp_by_radius(
     draw of ``uvp_draws``) split by shells of ‖x − x̄‖ at the given quantiles: a list of
     (inner radius, outer radius, UVP contribution), one per shell; the contributions sum to the
     draw's UVP, 100 Σᵢ ‖T(xᵢ) − T*(xᵢ)‖² / (n Var ν)."""
-    problem = run.problem
-    g = torch.Generator().manual_seed(seed)
-    x = problem.sample_source(n, generator=g)
-    err = (run.transport(x) - problem.transport_true(x)).square().sum(1).detach()
-    err = 100 * err / (n * float(problem.target_variance()))
+    x, tx, true_x = first_draw(run, n, seed)
+    err = 100 * (tx - true_x).square().sum(1) / (n * float(run.problem.target_variance()))
     r = (x - x.mean(0)).norm(dim=1)
     edges = [0.0, *torch.quantile(r, torch.tensor(quantiles)).tolist(), float("inf")]
     return [(lo, hi, float(err[(r >= lo) & (r < hi)].sum())) for lo, hi in zip(edges, edges[1:])]
@@ -102,9 +106,7 @@ def main() -> None:
             for lo, hi, part in uvp_by_radius(run, n):
                 print(f"    |x - mean| in [{lo:.2f}, {hi:.2f}): uvp_fwd {part:.5f}", flush=True)
         if args.linear_split:
-            g = torch.Generator().manual_seed(1000)  # the first draw's points
-            x = run.problem.sample_source(n, generator=g)
-            tx, true_x = run.transport(x).detach(), run.problem.transport_true(x)
+            x, tx, true_x = first_draw(run, n)
             linear, rest = uvp_linear_split(tx, x, true_x, run.problem.target_variance())
             print(f"    uvp_fwd: affine part {linear:.5f}, beyond the affine fit {rest:.5f}")
 

@@ -157,6 +157,14 @@ class NCF(OTMethod):
         Add a full quadratic form to the potential, u_θ(z) = net(z) + ½ zᵀPz with z = [x, t] and
         P ((d + 1) × (d + 1)) learned from zero, so that the potential's growth far from the
         data is a learned quadratic rather than whatever the network's units extrapolate.
+    net_weight_decay : float
+        Weight decay of the network's weights alone (P is not decayed), in the optimizer's own
+        kind: an L2 term with Adam, a decoupled decay with AdamW.
+    quadratic_lr_scale : float
+        P (and the Pₖ) learn at this multiple of the optimizer's lr; needs ``quadratic_term``.
+    quadratic_time_degree : int
+        K > 0 adds ½ Σₖ tᵏ xᵀPₖx, k = 1 … K (``time_quadratic_form``), so the quadratic in x
+        may change with t; needs ``quadratic_term``.
     collocation : {"box", "data", "mixed"}
         Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
         paper), ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
