@@ -3,6 +3,7 @@
 from omegaconf import OmegaConf
 
 OmegaConf.register_new_resolver("max", lambda *a: max(a), replace=True)
+OmegaConf.register_new_resolver("min", lambda *a: min(a), replace=True)
 OmegaConf.register_new_resolver("mul", lambda *a: __import__("math").prod(a), replace=True)
 OmegaConf.register_new_resolver("div", lambda a, b: a // b, replace=True)
 
