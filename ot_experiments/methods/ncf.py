@@ -209,15 +209,15 @@ class NCF(OTMethod):
             raise ConfigError(
                 "method.conditional=true needs a labelled problem (e.g. problem=toy2d_classes)"
             )
-        self.dim = problem.dim
-        self.net = network(in_dim=self.dim + 1, out_dim=1)
-        z_dim = self.dim + 1
-        self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
         check_quadratic_options(quadratic_term, quadratic_time_degree, quadratic_lr_scale)
         if net_weight_decay < 0:
             raise ConfigError(
                 f"method.net_weight_decay={net_weight_decay!r} is not valid: use a number >= 0"
             )
+        self.dim = problem.dim
+        self.net = network(in_dim=self.dim + 1, out_dim=1)
+        z_dim = self.dim + 1
+        self.quad = nn.Parameter(torch.zeros(z_dim, z_dim)) if quadratic_term else None
         k = int(quadratic_time_degree)
         self.quad_time = nn.Parameter(torch.zeros(k, self.dim, self.dim)) if k else None
         self.net_weight_decay = float(net_weight_decay)
