@@ -156,9 +156,10 @@ def fit(
         pl.seed_everything(seed, workers=True, verbose=False)
         method_cls = get_class(cfg.method._target_)
         check_compatible(method, method_cls, "arrays", problem)
-        from ot_experiments.build import build_method
+        from ot_experiments.build import build_method, quiet_lightning
 
         model = build_method(cfg, problem)
+        quiet_lightning()
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         trainer_cfg.update(
             val_check_interval=None,

@@ -3,7 +3,9 @@ its ``auto`` options), loggers and callbacks; and this job's command-line overri
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -122,6 +124,37 @@ class _Steps(torch.utils.data.Dataset):
         return i
 
 
+# Lightning messages that are wrong for this framework's run folders, silenced so that a log
+# shows only what a reader should act on:
+LIGHTNING_NOISE = (
+    # every run folder already holds results.json; a resumed run keeps its earlier metrics.csv
+    # rows (run_folder.restore_metrics_history), so nothing of value is deleted
+    r"Experiment logs directory .* exists and is not empty",
+    # the step loader is a range of indices; ResumeState restores the random states, so a
+    # resumed run continues the uninterrupted run's stream (tests/test_resume.py)
+    r"You're resuming from a checkpoint that ended before the epoch ended",
+    # raised inside Lightning by its own use of torch's pytree API
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _DropTip(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger (printed at every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Silence the messages of ``LIGHTNING_NOISE`` and Lightning's cloud-logger tip."""
+    for pattern in LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropTip) for f in target.filters):
+            target.addFilter(_DropTip())
+
+
 def build_trainer(
     cfg: DictConfig,
     problem,
@@ -138,6 +171,8 @@ def build_trainer(
     a method that trains one part per step (``trains_parts``) looks for unused parameters.
     """
     from ot_experiments.callbacks import ProblemProgress, ResumeState
+
+    quiet_lightning()
 
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     steps = trainer_cfg["max_steps"]
