@@ -189,8 +189,11 @@ def build_trainer(
         *last,
     ]
     trainer = instantiate(trainer_cfg, logger=build_loggers(cfg) or False, callbacks=callbacks)
+    # Each pass over a DataLoader draws its workers' base seed from the given generator, by
+    # default the global one that training samples from. The validation loader gets its own,
+    # so that how often a run validates does not shift the training's random stream.
     loaders = (
         torch.utils.data.DataLoader(_Steps(steps), batch_size=None),
-        torch.utils.data.DataLoader(_Steps(1), batch_size=None),
+        torch.utils.data.DataLoader(_Steps(1), batch_size=None, generator=torch.Generator()),
     )
     return trainer, loaders

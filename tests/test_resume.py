@@ -90,9 +90,9 @@ def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path, 
 def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_metrics):
     """A finished 150-step run resumed with trainer.max_steps=300 trains steps 150-300 (not 0:
     the step budget is one "epoch", which the finished run had ended) and ends close to a
-    300-step run (measured: forward UVP 0.470 against 0.457, the 150-step run 0.881; not
-    bit-identical, unlike a resume from an interrupted run). Resumed again at 300 it trains
-    nothing and says so."""
+    300-step run (not bit-identical, unlike a resume from an interrupted run; measured
+    2026-12-06: the 300-step run's forward UVP 0.466, the 150-step run's 0.689). Resumed again
+    at 300 it trains nothing and says so."""
     train(tmp_path, *LONG, "trainer.max_steps=150", f"hydra.run.dir={tmp_path / 'half'}")
     half = read_results(tmp_path / "half")["metrics"]
 
@@ -102,7 +102,7 @@ def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_metrics):
     assert more["status"] == "ok" and more["step"] == 300 and more["timing"]["steps"] == 150
     for key in ("uvp_fwd", "uvp_bwd"):
         assert more["metrics"][key] == pytest.approx(full_metrics[key], rel=0.1), key
-        assert half[key] > 1.5 * full_metrics[key], key  # so the check above sees the extra steps
+        assert half[key] > 1.3 * full_metrics[key], key  # so the check above sees the extra steps
     # metrics.csv holds the whole run: the first 150 steps' rows survive the resume, once each
     with (tmp_path / "half" / "metrics.csv").open() as file:
         rows = list(csv.DictReader(file))
@@ -261,3 +261,19 @@ def test_a_signal_stops_the_whole_sweep_not_just_its_job(tmp_path):
     jobs = sorted(tmp_path.glob("[01]_*"))
     assert [read_results(job)["status"] for job in jobs] == ["ok", "ok"]
     assert read_results(jobs[0])["resumed_from"] == str(first)
+
+
+@pytest.mark.parametrize("method", ["ncf", "lagrangian"])
+def test_how_often_a_run_validates_does_not_change_what_it_trains(tmp_path, method):
+    """The same run validated every 10 steps and only at its end ends with the same metrics:
+    validation draws nothing from the training's random stream (both methods keep a weight
+    average, which validation swaps in and out)."""
+    common = ["debug=fast", "logger=csv", f"method={method}", "trainer.max_steps=40", "threads=1"]
+    ends = []
+    for every in (10, 40):
+        folder = tmp_path / str(every) / "run"
+        train(
+            folder.parent, *common, f"trainer.val_check_interval={every}", f"hydra.run.dir={folder}"
+        )
+        ends.append(read_results(folder)["metrics"])
+    assert ends[0] == ends[1] and ends[0]["uvp_fwd"] > 0

@@ -215,8 +215,12 @@ class OTMethod(pl.LightningModule):
     def validation_step(self, batch, batch_idx):  # noqa: D102
         from ot_experiments.metrics import evaluate
 
-        self.check_maps()
-        metrics = evaluate(self.problem, self, n=self.eval_points, full=False)
+        # Validation leaves the training's random stream where it was, so how often it runs
+        # (trainer.val_check_interval) changes the curve, never the trained map.
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            self.check_maps()
+            metrics = evaluate(self.problem, self, n=self.eval_points, full=False)
         metrics = {k: float(v) for k, v in metrics.items()}
         self.history.append({"step": int(self.global_step), **metrics})
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=1)
