@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.results import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(ckpt_path: str | None, out: Path) -> Path | None:
@@ -48,11 +51,18 @@ def finished_run(out: Path) -> dict | None:
     return old if old is not None and old.get("status") == "ok" else None
 
 
-def refuse_existing_run(out: Path, resume: Path | None) -> None:
-    """Never overwrite a finished or interrupted run folder unless resuming it."""
+def refuse_existing_run(out: Path, resume: Path | None, auto: bool = False) -> None:
+    """Never overwrite a finished or interrupted run folder unless resuming it.
+
+    With ``auto`` (``ckpt_path=auto``), a run cut before its first checkpoint starts afresh:
+    it left nothing to resume.
+    """
     if (out / "results.json").exists() and resume is None:
         old = recorded_run(out)
         status = "unreadable" if old is None else old.get("status", "?")
+        if auto and status != "ok":
+            log.info("%s holds a run cut before its first checkpoint: starting afresh", out)
+            return
         action = "leave it as it is" if status == "ok" else "resume it"
         raise ConfigError(
             f"the run folder {out} already holds a run (status {status}); pass ckpt_path=auto "

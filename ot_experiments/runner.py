@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict:
         return done  # so that rerunning a stopped sweep with ckpt_path=auto finishes only the rest
     resume = resolve_checkpoint(cfg.get("ckpt_path"), out)
     if writer:
-        refuse_existing_run(out, resume)
+        refuse_existing_run(out, resume, auto=cfg.get("ckpt_path") == "auto")
     results = new_results(cfg, resume)
     if writer:
         write_json_atomic(out / "results.json", results)

@@ -219,6 +219,7 @@ def test_sigkill_leaves_a_running_record_the_collector_calls_killed(tmp_path):
     assert read_results(folder)["status"] == "running"  # written before training starts
     proc.kill()
     proc.wait()
+    assert not (folder / "checkpoints").exists()
     # a sweep job that never started: a job folder without results.json
     missing = tmp_path / "sweep" / "1_d4" / ".hydra"
     missing.mkdir(parents=True)
@@ -227,6 +228,9 @@ def test_sigkill_leaves_a_running_record_the_collector_calls_killed(tmp_path):
     assert sorted(r["status"] for r in runs) == ["killed", "missing"]
     md = to_markdown(*build_rows(runs, ["uvp_fwd"]))
     assert "0/1 ok, 1 killed" in md and "0/1 ok, 1 missing" in md
+    # the killed run left no checkpoint: ckpt_path=auto starts it afresh
+    train(tmp_path, *LONG, "trainer.max_steps=5", f"hydra.run.dir={folder}", "ckpt_path=auto")
+    assert read_results(folder)["status"] == "ok"
 
 
 def test_results_json_records_the_start(fast_run):
@@ -277,3 +281,16 @@ def test_how_often_a_run_validates_does_not_change_what_it_trains(tmp_path, meth
         )
         ends.append(read_results(folder)["metrics"])
     assert ends[0] == ends[1] and ends[0]["uvp_fwd"] > 0
+
+
+def test_auto_starts_afresh_a_run_cut_before_its_first_checkpoint(tmp_path):
+    from ot_experiments.errors import ConfigError
+    from ot_experiments.run_folder import refuse_existing_run
+
+    (tmp_path / "results.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(ConfigError, match=r"status running\); pass ckpt_path=auto to resume it"):
+        refuse_existing_run(tmp_path, None)
+    assert refuse_existing_run(tmp_path, None, auto=True) is None  # nothing to resume: start
+    (tmp_path / "results.json").write_text(json.dumps({"status": "ok"}))
+    with pytest.raises(ConfigError, match=r"status ok\); pass ckpt_path=auto to leave it"):
+        refuse_existing_run(tmp_path, None, auto=True)

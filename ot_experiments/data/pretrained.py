@@ -63,6 +63,9 @@ class ClassifierTraining(pl.LightningModule):
 
 def fit(module: pl.LightningModule, images: Tensor, labels: Tensor, epochs: int, seed: int):
     """Train ``module`` for ``epochs`` passes over (images, labels), batch 128, one device."""
+    from ot_experiments.build import quiet_lightning  # here: build imports the problems
+
+    quiet_lightning()
     g = torch.Generator().manual_seed(seed)
     data = torch.utils.data.TensorDataset(images, labels)
     loader = torch.utils.data.DataLoader(data, batch_size=128, shuffle=True, generator=g)
