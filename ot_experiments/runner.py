@@ -53,12 +53,13 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     writer = rank_zero_only.rank == 0
-    if cfg.get("ckpt_path") == "auto" and (done := finished_run(out)) is not None:
+    auto = cfg.get("ckpt_path") == "auto"
+    if auto and (done := finished_run(out)) is not None:
         log.info("%s holds a finished run (status ok): nothing to do", out)
         return done  # so that rerunning a stopped sweep with ckpt_path=auto finishes only the rest
     resume = resolve_checkpoint(cfg.get("ckpt_path"), out)
     if writer:
-        refuse_existing_run(out, resume, auto=cfg.get("ckpt_path") == "auto")
+        refuse_existing_run(out, resume, auto=auto)
     results = new_results(cfg, resume)
     if writer:
         write_json_atomic(out / "results.json", results)
