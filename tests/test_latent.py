@@ -290,3 +290,10 @@ def test_map_probe_knn_accuracy_and_class_ot_partners():
     x, partner = probe.class_ot_partners(problem)
     assert x[:, 0].tolist() == [0.0, 1.0, 2.0, 5.0, 6.0]
     assert partner[:, 0].tolist() == [10.0, 11.0, 12.0, 4.0, 7.0]
+
+
+def test_map_probe_mixes_in_the_asked_share_of_other_class_latents():
+    probe = load_script("t5_map_probe")
+    own, other = torch.zeros(50, 2), torch.ones(50, 2)
+    mixed = probe.mixed_in(own, other, 0.3, 20, torch.Generator().manual_seed(0))
+    assert mixed.shape == (20, 2) and int(mixed[:, 0].sum()) == 6
