@@ -75,8 +75,8 @@ def mixed_in(own: Tensor, other: Tensor, share: float, n: int, g: torch.Generato
 
 def energy_report(problem, fmap, n: int, g: torch.Generator) -> None:
     """Sum over classes of ED(n mapped source latents, n target latents of the partner class),
-    against two independent target samples (the floor) and target samples with 5 / 15 / 30 %
-    of other-class latents."""
+    against two disjoint target samples of that class (the floor) and target samples with
+    5 / 15 / 30 % of other-class latents (each class needs ≥ 2n training latents)."""
     src, tgt = problem.source, problem.target
     rows = {
         "the run's map": 0.0,
@@ -86,7 +86,8 @@ def energy_report(problem, fmap, n: int, g: torch.Generator) -> None:
     for k in problem.classes:
         j = int(problem.perm[k])
         own, other = tgt.train_z[tgt.train_y == j], tgt.train_z[tgt.train_y != j]
-        ref = own[torch.randperm(len(own), generator=g)[:n]]
+        order = torch.randperm(len(own), generator=g)  # ref and the mixtures: disjoint halves
+        ref, own = own[order[:n]], own[order[n:]]
         xs = src.train_z[src.train_y == k]
         mapped = fmap(xs[torch.randperm(len(xs), generator=g)[:n]]).detach()
         rows["the run's map"] += float(energy_distance(mapped, ref))
