@@ -115,6 +115,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = OmegaConf.load(f"{args.run}/.hydra/config.yaml")
+    if args.hj_loss:  # through the config, so NCF's constructor checks the value
+        cfg.method.hj_loss = args.hj_loss
     problem = build_problem(cfg)
     method = build_method(cfg, problem)  # a fresh potential of the run's network
     src, tgt = problem.source, problem.target
@@ -151,7 +153,6 @@ def main() -> None:
                 flush=True,
             )
     if args.then_ncf:
-        method.hj_loss = args.hj_loss or method.hj_loss
         continue_with_ncf(method, problem, args.then_ncf, args.every)
 
 
