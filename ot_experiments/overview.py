@@ -11,6 +11,7 @@ folder (``results.json`` and ``metrics.csv`` per job, plus the collector's table
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -168,7 +169,8 @@ def write_overview(folder: str | Path, readme: str | Path) -> str:
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} … {END} block: add the two markers first")
-    root = Path(folder).resolve().relative_to(readme.resolve().parent).as_posix() + "/"
+    # relpath, not relative_to: a README outside the folder's tree gets ../ links instead of a crash
+    root = Path(os.path.relpath(Path(folder).resolve(), readme.resolve().parent)).as_posix() + "/"
     table = overview(folder, link_root=root)
     head, rest = text.split(START, 1)
     readme.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])

@@ -106,6 +106,11 @@ def test_write_overview_replaces_only_the_block(stored, tmp_path):
     text = readme.read_text()
     assert text.startswith(f"# head\n{START}\n| table |") and text.endswith(f"{END}\ntail\n")
     assert "old table" not in text and "(raw/new/table.md)" in text
+    elsewhere = tmp_path / "docs" / "README.md"  # not above the stored folder: ../ links
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(f"{START}\n{END}\n")
+    write_overview(stored, elsewhere)
+    assert "(../raw/new/table.md)" in elsewhere.read_text()
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="has no <!-- overview:start -->"):
         write_overview(stored, readme)
