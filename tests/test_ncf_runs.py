@@ -63,12 +63,25 @@ def test_plain_d64_command_beats_the_paper(tmp_path):
 
 @pytest.mark.slow
 def test_t1a_d2_paper_budget_reaches_the_paper(tmp_path):
-    """Issue target (open): T1a d = 2 at budget=paper (20,000 steps, 2000 MMD points) reaches
-    the NCF paper's forward UVP 0.010 % with the backward map within 2× of it. 1.5-3 h on one
-    CPU core (a few minutes on a GPU). Measured with the paper's fixed lr (200,000-point draws):
-    seed 0 0.040 / 0.010 % (fails: the forward map's tails), seed 1 0.0045 / 0.0044 %, seed 2
-    0.091 / 0.023 %; with budget=paper's lr decay, seed 2 0.033 / 0.029 %."""
-    train(tmp_path, "experiment=t1a", "budget=paper", "d=2", "logger=csv")
-    (folder,) = run_folders(tmp_path)
-    m = read_results(folder)["metrics"]
-    assert m["uvp_fwd"] <= 0.010 and m["uvp_bwd"] <= 0.020
+    """Issue target (open): T1a d = 2 at budget=paper (20,000 steps, 2000 MMD points), the
+    paper's protocol of problem seeds 0-2: the seed mean of the forward UVP reaches the NCF
+    paper's 0.010 % and the backward map's mean is within 2x of it. ~45 min a seed on one CPU
+    core (a few minutes on a GPU). Measured with the recipe (200,000-point draws, 2026-12-06):
+    seeds 0 / 1 / 2 forward 0.0156 / 0.0012 / 0.0397 %, backward 0.0107 / 0.0013 / 0.0290 %,
+    so the mean 0.0188 / 0.0137 % fails on seed 2 (a network decay of 1.0: 0.0125 on seed 0,
+    0.0534 on seed 2)."""
+    fwd, bwd = [], []
+    for seed in (0, 1, 2):
+        train(
+            tmp_path / str(seed),
+            "experiment=t1a",
+            "budget=paper",
+            "d=2",
+            f"seed={seed}",
+            "logger=csv",
+        )
+        (folder,) = run_folders(tmp_path / str(seed))
+        m = read_results(folder)["metrics"]
+        fwd.append(m["uvp_fwd"])
+        bwd.append(m["uvp_bwd"])
+    assert sum(fwd) / 3 <= 0.010 and sum(bwd) / 3 <= 0.020
