@@ -78,11 +78,8 @@ def energy_report(problem, fmap, n: int, g: torch.Generator) -> None:
     against two disjoint target samples of that class (the floor) and target samples with
     5 / 15 / 30 % of other-class latents (each class needs ≥ 2n training latents)."""
     src, tgt = problem.source, problem.target
-    rows = {
-        "the run's map": 0.0,
-        "floor": 0.0,
-        **{f"{s:.0%} other-class": 0.0 for s in (0.05, 0.15, 0.3)},
-    }
+    shares = {"floor": 0.0, **{f"{s:.0%} other-class": s for s in (0.05, 0.15, 0.3)}}
+    rows = {"the run's map": 0.0, **dict.fromkeys(shares, 0.0)}
     for k in problem.classes:
         j = int(problem.perm[k])
         own, other = tgt.train_z[tgt.train_y == j], tgt.train_z[tgt.train_y != j]
@@ -91,10 +88,7 @@ def energy_report(problem, fmap, n: int, g: torch.Generator) -> None:
         xs = src.train_z[src.train_y == k]
         mapped = fmap(xs[torch.randperm(len(xs), generator=g)[:n]]).detach()
         rows["the run's map"] += float(energy_distance(mapped, ref))
-        for name, share in (
-            ("floor", 0.0),
-            *((f"{s:.0%} other-class", s) for s in (0.05, 0.15, 0.3)),
-        ):
+        for name, share in shares.items():
             rows[name] += float(energy_distance(mixed_in(own, other, share, n, g), ref))
     for name, value in rows.items():
         print(f"energy distance, {n} a class, {name}: {value:.4f}")
