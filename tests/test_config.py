@@ -144,3 +144,17 @@ def test_lagrangian_and_ncf_report_the_weight_average_by_default():
         assert cfg_with(f"method={method}").averaging._target_.endswith("WarmupEMA")
         assert not cfg_with(f"method={method}", "averaging=none").averaging
     assert not cfg_with("method=gradnet").averaging
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size"),
+    [
+        (["problem.task=mnist_task1"], 8),
+        (["problem.task=mnist_task2"], 8),
+        (["problem.task=fmnist_to_mnist"], 32),
+        (["problem.task=mnist_task2", "d=16"], 16),
+    ],
+)
+def test_latent_size_follows_the_task_unless_d_is_given(overrides, size):
+    cfg = cfg_with("experiment=t5", *overrides)
+    assert cfg.d == size and cfg.problem.dim == size
