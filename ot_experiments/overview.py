@@ -3,10 +3,12 @@
 ``ot-tables docs/results/raw --overview README.md`` reads every ``results.json`` under the
 folder, keeps the runs that are a table's own command (``experiment=<table>``, optionally
 ``budget=...``, the experiment's sweep keys and plumbing such as ``threads=1``: a run with any
-other override is an ablation or a curve, not the table), takes the latest run of every cell,
-and writes one row per (table, budget) between the README's ``<!-- overview:start -->`` and
-``<!-- overview:end -->`` markers. ``store_sweep`` copies a finished sweep's results into that
-folder (``results.json`` and ``metrics.csv`` per job, plus the collector's table).
+other override is an ablation or a curve, not the table), takes for every (table, budget) the
+stored folder with the newest such run and the latest run of each cell in it, and writes one row
+per (table, budget) between the README's ``<!-- overview:start -->`` and
+``<!-- overview:end -->`` markers. Older folders are left out of the row: their cells may come
+from an older recipe of the same command. ``store_sweep`` copies a finished sweep's results into
+that folder (``results.json`` and ``metrics.csv`` per job, plus the collector's table).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ PLUMBING = (
     "paths",
     "ckpt_path",
 )
-#: Single keys that only say where a problem's files are (the data found is in its metrics).
-PLUMBING_KEYS = ("problem.data_dir", "problem.cache_dir")
+#: Single keys that only say where a problem's files are (the data found is in its metrics), or
+#: how often a run validates (validation leaves the training's random stream alone).
+PLUMBING_KEYS = ("problem.data_dir", "problem.cache_dir", "trainer.val_check_interval")
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 CONF = Path(CONF_DIR)
 
@@ -97,8 +100,9 @@ def budget_of(res: dict) -> str:
 
 
 def latest_table_runs(folder: str | Path, conf: Path = CONF) -> dict[tuple[str, str], list]:
-    """The table runs under ``folder`` by (experiment, budget), the latest run of each (cell,
-    seed)."""
+    """The table runs under ``folder`` by (experiment, budget): those of the top-level stored
+    folder holding the newest run of the pair, the latest run of each (cell, seed) there."""
+    folder = Path(folder)
     latest: dict[tuple, dict] = {}
     keys = {experiment: sweep_keys(experiment, conf) for experiment in TABLES}
     for res in load_results(folder):
@@ -106,12 +110,19 @@ def latest_table_runs(folder: str | Path, conf: Path = CONF) -> dict[tuple[str, 
         if experiment not in TABLES or not is_table_run(res, keys[experiment]):
             continue
         plain = [o for o in res.get("overrides", []) if not o.startswith("budget=")]
-        key = (experiment, budget_of(res), cell_key({**res, "overrides": plain}), res.get("seed"))
+        stored = Path(res["_path"]).relative_to(folder).parts[0]
+        cell = cell_key({**res, "overrides": plain})
+        key = (experiment, budget_of(res), stored, cell, res.get("seed"))
         if key not in latest or res.get("started_at", "") >= latest[key].get("started_at", ""):
             latest[key] = res
+    newest: dict[tuple[str, str], tuple[str, str]] = {}  # (experiment, budget) → (time, folder)
+    for (experiment, budget, stored, _, _), res in latest.items():
+        when = (res.get("started_at", ""), stored)
+        newest[(experiment, budget)] = max(newest.get((experiment, budget), when), when)
     groups: dict[tuple[str, str], list] = defaultdict(list)
-    for (experiment, budget, _, _), res in latest.items():
-        groups[(experiment, budget)].append(res)
+    for (experiment, budget, stored, _, _), res in latest.items():
+        if newest[(experiment, budget)][1] == stored:
+            groups[(experiment, budget)].append(res)
     return groups
 
 
@@ -154,11 +165,12 @@ def overview(folder: str | Path, link_root: str = "", conf: Path = CONF) -> str:
             lines.append(f"| {title} | `{command}` | {missing} |")
         for budget in budgets:
             runs = groups[(experiment, budget)]
-            sets = sorted({Path(r["_path"]).relative_to(folder).parts[0] for r in runs})
-            links = ", ".join(f"[{s}]({link_root}{s}/table.md)" for s in sets)
+            stored = Path(runs[0]["_path"]).relative_to(folder).parts[0]
             full = command + ("" if budget == "small" else f" budget={budget}")
             line = summary_line(runs, table_metrics(experiment, conf))
-            lines.append(f"| {title} | `{full}` | {line}: {links} |")
+            lines.append(
+                f"| {title} | `{full}` | {line}: [{stored}]({link_root}{stored}/table.md) |"
+            )
     return "\n".join(lines) + "\n"
 
 

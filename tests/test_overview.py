@@ -47,14 +47,15 @@ def _run(folder: Path, overrides: list[str], uvp: float, started: str, **extra) 
 
 @pytest.fixture
 def stored(tmp_path):
-    """Two stored sweeps of t1a (d = 2 run twice, the later one worse), an ablation and a run
-    that is no table's command."""
+    """Two stored sweeps of t1a (the newer one runs d = 2 twice, worse than the older sweep), an
+    ablation and a run that is no table's command."""
     raw = tmp_path / "raw"
     base = ["experiment=t1a", "seed=0", "threads=1", "logger=csv"]
     _run(raw / "old" / "0", base + ["d=2"], 0.05, "2026-11-23T10:00:00")
     _run(raw / "old" / "1", base + ["d=4"], 0.30, "2026-11-23T10:05:00")
     _run(raw / "new" / "0", base + ["d=2"], 0.20, "2026-12-01T09:00:00")
     _run(raw / "new" / "1", base + ["d=4", "trainer.max_steps=9"], 0.01, "2026-12-01T09:10:00")
+    _run(raw / "new" / "2", base + ["d=2", "ckpt_path=auto"], 0.15, "2026-12-01T09:30:00")
     _run(raw / "plain" / "0", ["d=8"], 0.01, "2026-12-01T09:20:00", experiment=None)
     return raw
 
@@ -73,28 +74,28 @@ def test_a_table_run_has_only_plumbing_and_swept_overrides():
     assert not is_table_run({"overrides": ["experiment=t1a", "+trainer.foo=1"]}, keys)
     assert is_table_run({"overrides": ["experiment=t1a", "problem.data_dir=/data"]}, keys)
     assert is_table_run({"overrides": ["experiment=t1a", "ckpt_path=auto"]}, keys)  # resumed
+    assert is_table_run({"overrides": ["experiment=t1a", "trainer.val_check_interval=1000"]}, keys)
     assert not is_table_run({"overrides": ["experiment=t1a", "problem.task=x"]}, keys)
 
 
-def test_latest_run_per_cell_and_ablations_left_out(stored):
+def test_latest_run_per_cell_of_the_newest_folder_and_ablations_left_out(stored):
     groups = latest_table_runs(stored)
     assert list(groups) == [("t1a", "small")]
     by_d = {r["d"]: r for r in groups[("t1a", "small")]}
-    assert sorted(by_d) == [2, 4]
-    assert by_d[2]["metrics"]["uvp_fwd"] == 0.20  # the 2026-12-01 run replaces the older one
-    assert by_d[4]["metrics"]["uvp_fwd"] == 0.30  # the ablation with max_steps=9 does not count
+    assert sorted(by_d) == [2]  # the older sweep's d = 4 may be an older recipe: left out
+    assert by_d[2]["metrics"]["uvp_fwd"] == 0.15  # the newest run of the cell in that folder
     line = summary_line(groups[("t1a", "small")])
-    assert line.startswith("uvp_fwd as good as the paper in 0/2")
+    assert line.startswith("uvp_fwd as good as the paper in 0/1")
     worst = summary_line(groups[("t1a", "small")], ["uvp_fwd", "uvp_fwd@max"])
-    assert worst.startswith("uvp_fwd as good as the paper in 0/2; uvp_fwd@max 0.2–0.3 (")
-    assert "2 cells, 2 runs; 2026-11-23 … 2026-12-01; 2 min of runs" in line
+    assert worst.startswith("uvp_fwd as good as the paper in 0/1; uvp_fwd@max 0.15 (")
+    assert "1 cell, 1 run; 2026-12-01; 1 min of runs" in line
 
 
 def test_overview_rows_and_links(stored):
     table = overview(stored, link_root="raw/")
     t1a = next(row for row in table.splitlines() if row.startswith("| T1a"))
     assert "`python train.py -m experiment=t1a`" in t1a
-    assert "[new](raw/new/table.md), [old](raw/old/table.md)" in t1a
+    assert t1a.endswith(": [new](raw/new/table.md) |") and "raw/old" not in t1a
     t5 = next(row for row in table.splitlines() if row.startswith("| T5"))
     assert "no stored runs yet" in t5
 
