@@ -21,7 +21,12 @@ Options for the loss's side of the question:
   (``--hj-loss none``: with the MMD term alone);
 - ``--energy`` prints the class-conditional energy distance of the trained run's map (its last
   checkpoint) beside the sampling floor of two independent samples of the target classes and
-  beside target samples with a share of other-class latents mixed in.
+  beside target samples with a share of other-class latents mixed in;
+- ``--where`` splits the trained run's forward accuracy on the held-out digits by how clearly
+  each source latent sits inside its class: whether the source VAE's round trip keeps its
+  class, and the share of its 15 nearest training latents of its own class. Misses confined
+  to mixed neighbourhoods mean the map blurs the class boundaries; misses in pure ones mean it
+  sends whole regions to the wrong class.
 
     .venv/bin/python scripts/t5_map_probe.py outputs/<run folder> [--steps 3000] [--lr 1e-3]
 """
@@ -94,6 +99,34 @@ def energy_report(problem, fmap, n: int, g: torch.Generator) -> None:
         print(f"energy distance, {n} a class, {name}: {value:.4f}")
 
 
+def where_report(problem, fmap, k: int = 15) -> None:
+    """Forward accuracy on the held-out source latents by source round trip and by the share of
+    the latent's k nearest training latents that are of its own class."""
+    src, tgt = problem.source, problem.target
+    z, y = src.test_z, src.test_y
+    hit = tgt.classify(tgt.decode(fmap(z).detach())) == problem.perm[y]
+    kept = src.classify(src.decode(z)) == y
+    near = torch.cdist(z, src.train_z).topk(k, largest=False).indices
+    purity = (src.train_y[near] == y[:, None]).float().mean(1)
+    misses = int((~hit).sum())
+    print(f"forward accuracy {100 * float(hit.float().mean()):.2f} % on {len(z)} held-out latents")
+
+    def line(name: str, part: Tensor) -> None:
+        acc = f"{100 * float(hit[part].float().mean()):.2f} %" if part.any() else "–"
+        lost = 100 * int((~hit & part).sum()) / max(misses, 1)
+        share = 100 * float(part.float().mean())
+        print(f"{name}: {share:.1f} % of the latents, accuracy {acc}, {lost:.1f} % of the misses")
+
+    line("round trip keeps the class", kept)
+    line("round trip changes it", ~kept)
+    for low, high in ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0)):
+        line(
+            f"own-class share of the {k} nearest in [{low}, {high})",
+            (purity >= low) & (purity < high),
+        )
+    line(f"own-class share of the {k} nearest = 1", purity == 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a T5 run folder (with .hydra/config.yaml)")
@@ -106,6 +139,7 @@ def main() -> None:
     ap.add_argument("--then-ncf", type=int, default=0, help="steps of NCF's loss afterwards")
     ap.add_argument("--hj-loss", default=None, help="method.hj_loss for --then-ncf (the run's)")
     ap.add_argument("--energy", type=int, default=0, help="ED report with this many a class")
+    ap.add_argument("--where", action="store_true", help="where the trained map's misses lie")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = OmegaConf.load(f"{args.run}/.hydra/config.yaml")
@@ -118,12 +152,18 @@ def main() -> None:
         acc = knn_accuracy(src.train_z, src.train_y, src.test_z, src.test_y, k)
         print(f"{k}-NN accuracy of held-out source latents: {acc:.1f} %")
 
-    if args.energy:
+    if args.energy or args.where:
         from ot_experiments.results import load_run
 
         trained = load_run(args.run, allow_unfinished=True).method
-        energy_report(problem, trained.transport, args.energy, torch.Generator().manual_seed(0))
+        if args.where:
+            where_report(problem, trained.transport)
+        if args.energy:
+            g = torch.Generator().manual_seed(0)
+            energy_report(problem, trained.transport, args.energy, g)
 
+    if args.steps == 0 and not args.then_ncf:  # the reports only
+        return
     x, y = class_ot_partners(problem, args.per_class)
     y_class = tgt.classify(tgt.decode(y))
     opt = torch.optim.Adam(method.parameters(), lr=args.lr)

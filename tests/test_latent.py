@@ -297,3 +297,23 @@ def test_map_probe_mixes_in_the_asked_share_of_other_class_latents():
     own, other = torch.zeros(50, 2), torch.ones(50, 2)
     mixed = probe.mixed_in(own, other, 0.3, 20, torch.Generator().manual_seed(0))
     assert mixed.shape == (20, 2) and int(mixed[:, 0].sum()) == 6
+
+
+def test_map_probe_splits_the_misses_by_neighbourhood(capsys):
+    probe = load_script("t5_map_probe")
+    classes = SimpleNamespace(decode=lambda z: z, classify=lambda im: (im[:, 0] > 7.5).long())
+    source = SimpleNamespace(
+        **vars(classes),
+        train_z=torch.tensor([0.0, 1, 2, 3, 4, 6, 10, 11, 12, 13])[:, None],
+        train_y=torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]),
+        # 1 and 11 sit among their own class; 5.5's three nearest are 6 (class 1), 4 and 3
+        test_z=torch.tensor([[1.0], [11.0], [5.5]]),
+        test_y=torch.tensor([0, 1, 0]),
+    )
+    problem = SimpleNamespace(source=source, target=classes, perm=torch.tensor([0, 1]))
+    probe.where_report(problem, lambda z: torch.where((z > 5) & (z < 6), 8.0, z), k=3)
+    out = capsys.readouterr().out
+    assert "forward accuracy 66.67 % on 3" in out
+    assert "nearest in [0.5, 0.8): 33.3 % of the latents, accuracy 0.00 %, 100.0 % of the" in out
+    assert "nearest = 1: 66.7 % of the latents, accuracy 100.00 %, 0.0 % of the misses" in out
+    assert "round trip changes it: 0.0 % of the latents, accuracy –" in out
