@@ -6,6 +6,7 @@ import torch
 
 from ot_experiments.baselines import pot_baselines
 from ot_experiments.metrics import sinkhorn_divergence, sliced_w2
+from ot_experiments.metrics.distances import sinkhorn_loss
 
 
 @pytest.fixture
@@ -33,3 +34,31 @@ def test_the_sinkhorn_baseline_reports_the_debiased_divergence(cloud):
     assert base["pot_emd"]["w2_sq"] == pytest.approx(2.0, rel=1e-6)
     assert base["pot_sinkhorn"]["divergence"] == pytest.approx(2.0, rel=1e-2)
     assert base["pot_sinkhorn"]["w2_sq"] > base["pot_sinkhorn"]["divergence"]  # the biased one
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0, 10.0])
+def test_sinkhorn_loss_is_the_squared_shift_for_any_eps_and_zero_on_equal_sets(eps):
+    x = torch.randn(150, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = torch.tensor([1.0, -2.0, 0.5, 0.0, 0.3], dtype=torch.float64)
+    assert float(sinkhorn_loss(x, x + s, eps)) == pytest.approx(float(s.square().sum()), rel=1e-3)
+    assert abs(float(sinkhorn_loss(x, x.clone(), eps))) < 1e-9
+    batched = sinkhorn_loss(torch.stack([x, x]), torch.stack([x + s, x]), eps)
+    assert batched.shape == (2,) and float(batched[1]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sinkhorn_loss_gradient_moves_the_points_along_the_plan():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(120, 4, generator=g, dtype=torch.float64)
+    s = torch.tensor([1.0, -1.0, 2.0, 0.0], dtype=torch.float64)
+    moved = x.clone().requires_grad_(True)
+    sinkhorn_loss(moved, x + s, 0.5, iters=200).backward()
+    # moving every point by δ changes S by ‖s − δ‖² − ‖s‖²: the gradients sum to −2s
+    assert torch.allclose(moved.grad.sum(0), -2 * s, atol=1e-2)
+    y = 1.3 * torch.randn(100, 4, generator=g, dtype=torch.float64) + 0.2
+    moved = torch.randn(80, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    sinkhorn_loss(moved, y, 0.5, iters=300).backward()
+    v, h = torch.randn(80, 4, generator=g, dtype=torch.float64), 1e-5
+    with torch.no_grad():
+        plus = sinkhorn_loss(moved + h * v, y, 0.5, iters=300)
+        minus = sinkhorn_loss(moved - h * v, y, 0.5, iters=300)
+    assert float((moved.grad * v).sum()) == pytest.approx(float(plus - minus) / (2 * h), rel=2e-2)

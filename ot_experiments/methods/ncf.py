@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ot_experiments.costs import QuadraticHamiltonian
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
-from ot_experiments.metrics.distances import energy_distance
+from ot_experiments.metrics.distances import energy_distance, sinkhorn_loss
 
 # u(x, t): x (n, d), t (n, 1) → (n,)
 Potential = Callable[[Tensor, Tensor], Tensor]
@@ -165,6 +165,11 @@ class NCF(OTMethod):
     quadratic_time_degree : int
         K > 0 adds ½ Σₖ tᵏ xᵀPₖx, k = 1 … K (``time_quadratic_form``), so the quadratic in x
         may change with t; needs ``quadratic_term``.
+    matching : {"energy", "sinkhorn"}
+        The distance between pushed and target samples in L_MMD: the energy distance (the
+        paper) or the debiased Sinkhorn divergence ``sinkhorn_loss`` with ε = ``sinkhorn_eps``.
+    sinkhorn_eps : float
+        ε of ``matching="sinkhorn"``, in units of the squared distance.
     collocation : {"box", "data", "mixed"}
         Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
         paper), ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
@@ -194,6 +199,8 @@ class NCF(OTMethod):
         quadratic_lr_scale: float = 1.0,
         quadratic_time_degree: int = 0,
         eval_points: int = 2000,
+        matching: str = "energy",
+        sinkhorn_eps: float = 1.0,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
         if hj_loss not in ("implicit", "implicit_both", "pinn", "none"):
@@ -204,6 +211,11 @@ class NCF(OTMethod):
         if collocation not in ("box", "data", "mixed"):
             raise ConfigError(
                 f"method.collocation={collocation!r} is not valid; choose box, data or mixed"
+            )
+        if matching not in ("energy", "sinkhorn") or not sinkhorn_eps > 0:
+            raise ConfigError(
+                f"method.matching={matching!r} with method.sinkhorn_eps={sinkhorn_eps!r} is not "
+                "valid: choose energy or sinkhorn, and an eps > 0"
             )
         if conditional is True and "labels" not in problem.offers:
             raise ConfigError(
@@ -231,6 +243,7 @@ class NCF(OTMethod):
         self.conditional = "labels" in problem.offers if conditional == "auto" else conditional
         self.time_weight_decay = float(time_weight_decay)
         self.collocation = collocation
+        self.matching, self.sinkhorn_eps = matching, float(sinkhorn_eps)
         low, high = problem.bounding_box()
         self.register_buffer("box_low", low)
         self.register_buffer("box_high", high)
@@ -322,7 +335,8 @@ class NCF(OTMethod):
         return (w * sq).mean()
 
     def mmd_term(self) -> Tensor:
-        """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms, summed over classes if conditional.
+        """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms (or the Sinkhorn divergences with
+        ``matching="sinkhorn"``), summed over classes if conditional.
 
         The classes' samples are stacked to (K, n, d): one pass of each map over all K·n
         points and one batched energy distance, instead of 2K small passes.
@@ -336,6 +350,9 @@ class NCF(OTMethod):
         x, y = torch.stack(xs), torch.stack(ys)
         tx = ncf_forward_map(self.potential, x.flatten(0, 1), self.horizon, self.ham, True)
         sy = ncf_backward_map(self.potential, y.flatten(0, 1), self.horizon, self.ham, True)
+        if self.matching == "sinkhorn":
+            fwd = sinkhorn_loss(tx.view_as(x), y, self.sinkhorn_eps)
+            return (fwd + sinkhorn_loss(sy.view_as(y), x, self.sinkhorn_eps)).sum()
         ed = energy_distance(tx.view_as(x), y, y_fixed=True)
         return (ed + energy_distance(sy.view_as(y), x, y_fixed=True)).sum()
 
