@@ -158,3 +158,16 @@ def test_lagrangian_and_ncf_report_the_weight_average_by_default():
 def test_latent_size_follows_the_task_unless_d_is_given(overrides, size):
     cfg = cfg_with("experiment=t5", *overrides)
     assert cfg.d == size and cfg.problem.dim == size
+
+
+@pytest.mark.parametrize(
+    ("overrides", "matching"),
+    [
+        (["experiment=t5"], "sinkhorn"),
+        (["method=ncf", "problem=latent"], "sinkhorn"),  # the recipe reaches the plain command
+        (["method=ncf", "problem=toy2d_classes"], "energy"),
+        (["experiment=t5", "method.matching=energy"], "energy"),
+    ],
+)
+def test_latent_problem_matches_classes_by_sinkhorn_divergence(overrides, matching):
+    assert cfg_with(*overrides).method.matching == matching

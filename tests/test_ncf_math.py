@@ -336,3 +336,31 @@ def test_quadratic_options_are_refused_in_one_sentence(options, message):
     problem = GaussianProblem(2, "ncf_benchmark", seed=0)
     with pytest.raises(ConfigError, match=message):
         NCF(problem, partial(MLP, hidden=(8,)), partial(torch.optim.Adam), **options)
+
+
+def test_sinkhorn_matching_is_the_divergence_of_the_pushed_samples():
+    """``matching="sinkhorn"``: L_MMD is S_ε(T#μ, ν) + S_ε(S#ν, μ) on the same draws; a bad
+    choice is one sentence."""
+    from functools import partial
+
+    from ot_experiments.errors import ConfigError
+    from ot_experiments.methods.ncf import NCF, ncf_backward_map, ncf_forward_map
+    from ot_experiments.metrics.distances import sinkhorn_loss
+    from ot_experiments.networks import MLP
+    from ot_experiments.problems.toy2d import ClassMixtureProblem
+
+    torch.manual_seed(0)
+    make = partial(NCF, ClassMixtureProblem(), partial(MLP, hidden=(16, 16)), torch.optim.Adam)
+    method = make(n_mmd=100, conditional=False, matching="sinkhorn", sinkhorn_eps=0.5)
+    torch.manual_seed(1)
+    loss = method.mmd_term()
+    torch.manual_seed(1)
+    x, y = method.problem.sample_source(100), method.problem.sample_target(100)
+    tx = ncf_forward_map(method.potential, x, 1.0, method.ham, True)
+    sy = ncf_backward_map(method.potential, y, 1.0, method.ham, True)
+    expected = sinkhorn_loss(tx, y, 0.5) + sinkhorn_loss(sy, x, 0.5)
+    assert float(expected) > 0.01
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+    for bad in ({"matching": "wasserstein"}, {"matching": "sinkhorn", "sinkhorn_eps": 0.0}):
+        with pytest.raises(ConfigError, match="choose energy or sinkhorn, and an eps > 0"):
+            make(**bad)
