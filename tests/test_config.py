@@ -163,11 +163,12 @@ def test_latent_size_follows_the_task_unless_d_is_given(overrides, size):
 @pytest.mark.parametrize(
     ("overrides", "matching"),
     [
-        (["experiment=t5"], "sinkhorn"),
-        (["method=ncf", "problem=latent"], "sinkhorn"),  # the recipe reaches the plain command
+        (["experiment=t5", "problem.task=mnist_task2"], "sinkhorn"),
+        (["method=ncf", "problem=latent", "problem.task=mnist_task1"], "sinkhorn"),  # plain run
+        (["experiment=t5"], "energy"),  # fmnist_to_mnist keeps the paper's energy distance
         (["method=ncf", "problem=toy2d_classes"], "energy"),
-        (["experiment=t5", "method.matching=energy"], "energy"),
+        (["experiment=t5", "problem.task=mnist_task1", "method.matching=energy"], "energy"),
     ],
 )
-def test_latent_problem_matches_classes_by_sinkhorn_divergence(overrides, matching):
+def test_latent_mnist_tasks_match_classes_by_sinkhorn_divergence(overrides, matching):
     assert cfg_with(*overrides).method.matching == matching
