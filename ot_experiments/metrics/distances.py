@@ -65,7 +65,8 @@ def sinkhorn_loss(x: Tensor, y: Tensor, eps: float, iters: int = 10) -> Tensor:
         top = max(float(cxy.max()), eps)
         steps = max(0, math.ceil(math.log2(top / eps)))
         schedule = [top * 0.5**k for k in range(steps)] + [eps] * iters
-        f, g, p, q = (torch.zeros_like(log_a), torch.zeros_like(log_b)) * 2
+        f, p = torch.zeros_like(log_a), torch.zeros_like(log_a)  # x's potentials (vs y, vs x)
+        g, q = torch.zeros_like(log_b), torch.zeros_like(log_b)  # y's potentials (vs x, vs y)
         for e in schedule:  # symmetric updates, averaged (a damped fixed point)
             f_new = _softmin(e, cxy, log_b + g / e)
             g_new = _softmin(e, cxy.transpose(1, 2), log_a + f / e)
