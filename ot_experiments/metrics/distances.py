@@ -60,8 +60,9 @@ def sinkhorn_loss(x: Tensor, y: Tensor, eps: float, iters: int = 10) -> Tensor:
     n, m = x.shape[1], y.shape[1]
     log_a = x.new_full(x.shape[:2], -math.log(n))
     log_b = y.new_full(y.shape[:2], -math.log(m))
+    cxy_x, cxx_x = torch.cdist(x, y) ** 2, torch.cdist(x, x) ** 2  # the graph runs through x
     with torch.no_grad():
-        cxy, cxx, cyy = torch.cdist(x, y) ** 2, torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2
+        cxy, cxx, cyy = cxy_x.detach(), cxx_x.detach(), torch.cdist(y, y) ** 2
         top = max(float(cxy.max()), eps)
         steps = max(0, math.ceil(math.log2(top / eps)))
         schedule = [top * 0.5**k for k in range(steps)] + [eps] * iters
@@ -74,8 +75,8 @@ def sinkhorn_loss(x: Tensor, y: Tensor, eps: float, iters: int = 10) -> Tensor:
             q = 0.5 * (q + _softmin(e, cyy, log_b + q / e))
             f, g = 0.5 * (f + f_new), 0.5 * (g + g_new)
         value = f.mean(1) + g.mean(1) - p.mean(1) - q.mean(1)
-    f_x = _softmin(eps, torch.cdist(x, y) ** 2, log_b + g / eps)  # the graph runs through x
-    p_x = _softmin(eps, torch.cdist(x, x) ** 2, log_a + p / eps)
+    f_x = _softmin(eps, cxy_x, log_b + g / eps)
+    p_x = _softmin(eps, cxx_x, log_a + p / eps)
     surrogate = f_x.mean(1) - 0.5 * p_x.mean(1)  # gradient of OT_ε(x, y) − ½ OT_ε(x, x)
     out = value + surrogate - surrogate.detach()
     return out[0] if single else out
