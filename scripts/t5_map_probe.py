@@ -44,6 +44,7 @@ from torch import Tensor
 from ot_experiments.build import build_method, build_problem
 from ot_experiments.methods.ncf import ncf_backward_map, ncf_forward_map
 from ot_experiments.metrics.distances import energy_distance
+from ot_experiments.results import load_run
 
 
 def knn_accuracy(train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y: Tensor, k: int):
@@ -141,29 +142,27 @@ def main() -> None:
     ap.add_argument("--energy", type=int, default=0, help="ED report with this many a class")
     ap.add_argument("--where", action="store_true", help="where the trained map's misses lie")
     args = ap.parse_args()
-    torch.manual_seed(0)
     cfg = OmegaConf.load(f"{args.run}/.hydra/config.yaml")
     if args.hj_loss:  # through the config, so NCF's constructor checks the value
         cfg.method.hj_loss = args.hj_loss
-    problem = build_problem(cfg)
-    method = build_method(cfg, problem)  # a fresh potential of the run's network
+    if args.energy or args.where:  # the trained run, and its problem (built once)
+        run = load_run(args.run, allow_unfinished=True)
+        problem, trained = run.problem, run.method
+    else:
+        problem, trained = build_problem(cfg), None
     src, tgt = problem.source, problem.target
     for k in (1, 5, 15):
         acc = knn_accuracy(src.train_z, src.train_y, src.test_z, src.test_y, k)
         print(f"{k}-NN accuracy of held-out source latents: {acc:.1f} %")
-
-    if args.energy or args.where:
-        from ot_experiments.results import load_run
-
-        trained = load_run(args.run, allow_unfinished=True).method
-        if args.where:
-            where_report(problem, trained.transport)
-        if args.energy:
-            g = torch.Generator().manual_seed(0)
-            energy_report(problem, trained.transport, args.energy, g)
+    if args.where:
+        where_report(problem, trained.transport)
+    if args.energy:
+        energy_report(problem, trained.transport, args.energy, torch.Generator().manual_seed(0))
 
     if args.steps == 0 and not args.then_ncf:  # the reports only
         return
+    torch.manual_seed(0)
+    method = build_method(cfg, problem)  # a fresh potential of the run's network
     x, y = class_ot_partners(problem, args.per_class)
     y_class = tgt.classify(tgt.decode(y))
     opt = torch.optim.Adam(method.parameters(), lr=args.lr)
