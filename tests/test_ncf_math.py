@@ -364,3 +364,35 @@ def test_sinkhorn_matching_is_the_divergence_of_the_pushed_samples():
     for bad in ({"matching": "wasserstein"}, {"matching": "sinkhorn", "sinkhorn_eps": 0.0}):
         with pytest.raises(ConfigError, match="choose energy or sinkhorn, and an eps > 0"):
             make(**bad)
+
+
+def test_polish_matches_the_last_steps_by_the_sinkhorn_divergence():
+    """``polish_steps=N``: the last N of ``trainer.max_steps`` steps use S_ε on
+    ``polish_points`` samples a side, the steps before the energy distance; bad values and a
+    run without a step budget are one sentence."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from ot_experiments.errors import ConfigError
+    from ot_experiments.methods.ncf import NCF
+    from ot_experiments.networks import MLP
+
+    problem = GaussianProblem(2, "ncf_benchmark", seed=0)
+    make = partial(NCF, problem, partial(MLP, hidden=(16,)), torch.optim.Adam, hj_loss="none")
+    method = make(n_mmd=100, polish_steps=3, polish_points=50, sinkhorn_eps=0.5)
+    method._trainer = SimpleNamespace(max_steps=10)
+    assert [method.polishing(s) for s in range(10)] == [False] * 7 + [True] * 3
+    losses = {}
+    for step, matching, n in ((6, None, None), (7, "sinkhorn", 50)):
+        torch.manual_seed(1)
+        loss, _ = method.training_loss(step)
+        torch.manual_seed(1)
+        torch.testing.assert_close(loss, method.mmd_term(matching, n))
+        losses[step] = float(loss)
+    assert losses[6] != pytest.approx(losses[7], rel=0.01)
+    method._trainer = SimpleNamespace(max_steps=-1)
+    with pytest.raises(ConfigError, match="needs a step budget"):
+        method.training_loss(0)
+    for bad in ({"polish_steps": -1}, {"polish_points": 1}):
+        with pytest.raises(ConfigError, match="polish_steps >= 0 and polish_points >= 2"):
+            make(**bad)

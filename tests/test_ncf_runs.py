@@ -12,8 +12,9 @@ from .conftest import FAST, read_results, run_folders, run_metric, train
         ["problem=toy2d_classes", "network=mlp", "method.hj_loss=implicit_both"],
         ["problem=gaussian", "problem.preset=two_axis_shift", "d=3", "method.hj_loss=pinn"],
         ["problem=gaussian", "method.hj_loss=none", "scheduler=step"],
+        ["problem=gaussian", "method.polish_steps=2", "method.polish_points=64"],
     ],
-    ids=["toy2d", "classes", "pinn-d3", "mmd-only"],
+    ids=["toy2d", "classes", "pinn-d3", "mmd-only", "polish"],
 )
 def test_ncf_runs_on_each_problem_kind(tmp_path, problem):
     train(tmp_path, *FAST, *problem)

@@ -169,7 +169,13 @@ class NCF(OTMethod):
         The distance between pushed and target samples in L_MMD: the energy distance (the
         paper) or the debiased Sinkhorn divergence ``sinkhorn_loss`` with ε = ``sinkhorn_eps``.
     sinkhorn_eps : float
-        ε of ``matching="sinkhorn"``, in units of the squared distance.
+        ε of ``matching="sinkhorn"`` and of the polish, in units of the squared distance.
+    polish_steps, polish_points : int
+        The last ``polish_steps`` of ``trainer.max_steps`` match by the Sinkhorn divergence on
+        ``polish_points`` samples a side instead (0: never). The energy distance barely pulls a
+        point that lies beyond both sample sets back (its gradient there tends to zero), so a
+        map's tails can drift; the Sinkhorn divergence pulls each point towards the mass it
+        should match, at several times the cost a step.
     collocation : {"box", "data", "mixed"}
         Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
         paper), ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
@@ -201,6 +207,8 @@ class NCF(OTMethod):
         eval_points: int = 2000,
         matching: str = "energy",
         sinkhorn_eps: float = 1.0,
+        polish_steps: int = 0,
+        polish_points: int = 1000,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
         if hj_loss not in ("implicit", "implicit_both", "pinn", "none"):
@@ -216,6 +224,11 @@ class NCF(OTMethod):
             raise ConfigError(
                 f"method.matching={matching!r} with method.sinkhorn_eps={sinkhorn_eps!r} is not "
                 "valid: choose energy or sinkhorn, and an eps > 0"
+            )
+        if not (int(polish_steps) >= 0 and int(polish_points) >= 2):
+            raise ConfigError(
+                f"method.polish_steps={polish_steps!r} / method.polish_points={polish_points!r} "
+                "are not valid: use polish_steps >= 0 and polish_points >= 2"
             )
         if conditional is True and "labels" not in problem.offers:
             raise ConfigError(
@@ -244,6 +257,7 @@ class NCF(OTMethod):
         self.time_weight_decay = float(time_weight_decay)
         self.collocation = collocation
         self.matching, self.sinkhorn_eps = matching, float(sinkhorn_eps)
+        self.polish_steps, self.polish_points = int(polish_steps), int(polish_points)
         low, high = problem.bounding_box()
         self.register_buffer("box_low", low)
         self.register_buffer("box_high", high)
@@ -334,15 +348,18 @@ class NCF(OTMethod):
         w = torch.exp(-self.time_weight_decay * t[:, 0] / self.horizon)
         return (w * sq).mean()
 
-    def mmd_term(self) -> Tensor:
+    def mmd_term(self, matching: str | None = None, n_mmd: int | None = None) -> Tensor:
         """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms (or the Sinkhorn divergences with
-        ``matching="sinkhorn"``), summed over classes if conditional.
+        ``matching="sinkhorn"``) on ``n_mmd`` samples a side, summed over classes if
+        conditional; ``matching`` and ``n_mmd`` default to the method's.
 
         The classes' samples are stacked to (K, n, d): one pass of each map over all K·n
         points and one batched energy distance, instead of 2K small passes.
         """
+        matching = matching or self.matching
+        n_mmd = n_mmd or self.n_mmd
         groups = self.problem.classes if self.conditional else (None,)
-        n = self.n_mmd // len(groups) if self.conditional else self.n_mmd
+        n = n_mmd // len(groups) if self.conditional else n_mmd
         xs, ys = [], []
         for k in groups:
             xs.append(self.problem.sample_source(n, device=self.device, cls=k))
@@ -350,14 +367,24 @@ class NCF(OTMethod):
         x, y = torch.stack(xs), torch.stack(ys)
         tx = ncf_forward_map(self.potential, x.flatten(0, 1), self.horizon, self.ham, True)
         sy = ncf_backward_map(self.potential, y.flatten(0, 1), self.horizon, self.ham, True)
-        if self.matching == "sinkhorn":
+        if matching == "sinkhorn":
             fwd = sinkhorn_loss(tx.view_as(x), y, self.sinkhorn_eps)
             return (fwd + sinkhorn_loss(sy.view_as(y), x, self.sinkhorn_eps)).sum()
         ed = energy_distance(tx.view_as(x), y, y_fixed=True)
         return (ed + energy_distance(sy.view_as(y), x, y_fixed=True)).sum()
 
+    def polishing(self, step: int) -> bool:
+        """Whether ``step`` is in the last ``polish_steps`` of ``trainer.max_steps``."""
+        if not self.polish_steps:
+            return False
+        max_steps = int(self.trainer.max_steps)
+        if max_steps < 0:
+            raise ConfigError("method.polish_steps needs a step budget: set trainer.max_steps")
+        return step >= max_steps - self.polish_steps
+
     def training_loss(self, step: int):
-        mmd = self.mmd_term()
+        polish = self.polishing(step)
+        mmd = self.mmd_term("sinkhorn", self.polish_points) if polish else self.mmd_term()
         logs = {"mmd": mmd.detach()}
         loss = self.mmd_weight * mmd
         if self.hj_loss != "none":
