@@ -6,7 +6,8 @@ points, for each n given, and prints the spread.
     python scripts/uvp_sample_noise.py outputs/runs/<run> --points 200000 --by-radius
 
 ``--by-radius`` splits the forward UVP of the first draw into shells of the source points'
-distance from their mean (quantiles 50, 90, 99, 99.9 %): where the map's error sits.
+distance from their mean (quantiles 50, 90, 99, 99.9 %): where the map's error sits, and
+whether the map carries each shell too far out (radial error > 0) or pulls it in.
 ``--linear-split`` splits it into the error of the learned map's best affine fit and what the
 map adds beyond that fit: which kind of error it is.
 
@@ -50,16 +51,24 @@ def first_draw(run, n: int, seed: int = 1000) -> tuple[Tensor, Tensor, Tensor]:
 
 def uvp_by_radius(
     run, n: int, seed: int = 1000, quantiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
-) -> list[tuple[float, float, float]]:
+) -> list[tuple[float, float, float, float]]:
     """The forward UVP (%) of one draw of ``n`` source points (generator ``seed``, as the first
     draw of ``uvp_draws``) split by shells of ‖x − x̄‖ at the given quantiles: a list of
-    (inner radius, outer radius, UVP contribution), one per shell; the contributions sum to the
-    draw's UVP, 100 Σᵢ ‖T(xᵢ) − T*(xᵢ)‖² / (n Var ν)."""
+    (inner radius, outer radius, UVP contribution, radial error), one per shell. The
+    contributions sum to the draw's UVP, 100 Σᵢ ‖T(xᵢ) − T*(xᵢ)‖² / (n Var ν); the radial error
+    is the shell's mean of (T(x) − T*(x))·e(x), e(x) the unit vector from the mean of T*(x) to
+    T*(x): positive where the map carries points too far out, negative where it pulls them in."""
     x, tx, true_x = first_draw(run, n, seed)
     err = 100 * (tx - true_x).square().sum(1) / (n * float(run.problem.target_variance()))
+    out_dir = true_x - true_x.mean(0)
+    radial = ((tx - true_x) * out_dir).sum(1) / out_dir.norm(dim=1).clamp_min(1e-12)
     r = (x - x.mean(0)).norm(dim=1)
     edges = [0.0, *torch.quantile(r, torch.tensor(quantiles)).tolist(), float("inf")]
-    return [(lo, hi, float(err[(r >= lo) & (r < hi)].sum())) for lo, hi in zip(edges, edges[1:])]
+    shells = [(r >= lo) & (r < hi) for lo, hi in zip(edges, edges[1:])]
+    return [
+        (lo, hi, float(err[m].sum()), float(radial[m].mean()))
+        for lo, hi, m in zip(edges, edges[1:], shells)
+    ]
 
 
 def uvp_linear_split(
@@ -103,8 +112,12 @@ def main() -> None:
         fwd, bwd = uvp_draws(run, n, args.draws)
         print(f"n = {n:>7}: uvp_fwd {spread(fwd)}   uvp_bwd {spread(bwd)}", flush=True)
         if args.by_radius:
-            for lo, hi, part in uvp_by_radius(run, n):
-                print(f"    |x - mean| in [{lo:.2f}, {hi:.2f}): uvp_fwd {part:.5f}", flush=True)
+            for lo, hi, part, radial in uvp_by_radius(run, n):
+                print(
+                    f"    |x - mean| in [{lo:.2f}, {hi:.2f}): uvp_fwd {part:.5f}, "
+                    f"radial error {radial:+.4f}",
+                    flush=True,
+                )
         if args.linear_split:
             x, tx, true_x = first_draw(run, n)
             linear, rest = uvp_linear_split(tx, x, true_x, run.problem.target_variance())

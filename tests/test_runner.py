@@ -92,7 +92,31 @@ def test_uvp_noise_script_draws_what_evaluate_draws(fast_run):
     assert noise.spread([1.0, 3.0]).startswith("2.00000 ± 1.41421 (1.00000 … 3.00000)")
     shells = noise.uvp_by_radius(run, n=300, seed=7)
     assert len(shells) == 5 and shells[0][0] == 0.0 and shells[-1][1] == float("inf")
-    assert sum(part for _, _, part in shells) == pytest.approx(fwd[0], rel=1e-5)
+    assert sum(part for _, _, part, _ in shells) == pytest.approx(fwd[0], rel=1e-5)
+
+
+def test_radial_error_by_shell_of_a_map_that_overshoots():
+    """T̂ = m + 1.1 (T* − m), m the mean of T*(x): every point is carried 10 % too far out, so
+    each shell's radial error is 0.1 × its mean distance ‖T*(x) − m‖ (and > 0)."""
+    from types import SimpleNamespace
+
+    from ot_experiments.problems import GaussianProblem
+
+    problem = GaussianProblem(2, "ncf_benchmark", seed=0)
+    noise = load_script("uvp_sample_noise")
+    x, _, true_x = noise.first_draw(
+        SimpleNamespace(problem=problem, transport=problem.transport_true), 4000, 3
+    )
+    m = true_x.mean(0)
+    run = SimpleNamespace(
+        problem=problem, transport=lambda z: m + 1.1 * (problem.transport_true(z) - m)
+    )
+    shells = noise.uvp_by_radius(run, n=4000, seed=3, quantiles=(0.5,))
+    r = (x - x.mean(0)).norm(dim=1)
+    inner = r < shells[0][1]
+    for mask, (_, _, _, radial) in zip((inner, ~inner), shells):
+        expected = 0.1 * float((true_x[mask] - m).norm(dim=1).mean())
+        assert radial == pytest.approx(expected, rel=1e-4) and radial > 0
 
 
 def test_linear_split_of_a_map_with_a_known_affine_error_and_wiggle():
