@@ -172,10 +172,8 @@ class NCF(OTMethod):
         ε of ``matching="sinkhorn"`` and of the polish, in units of the squared distance.
     polish_steps, polish_points : int
         The last ``polish_steps`` of ``trainer.max_steps`` match by the Sinkhorn divergence on
-        ``polish_points`` samples a side instead (0: never). The energy distance barely pulls a
-        point that lies beyond both sample sets back (its gradient there tends to zero), so a
-        map's tails can drift; the Sinkhorn divergence pulls each point towards the mass it
-        should match, at several times the cost a step.
+        ``polish_points`` samples a side (0: never): it pulls back the points beyond both sample
+        sets, which the energy distance lets drift (its gradient there tends to zero).
     collocation : {"box", "data", "mixed"}
         Where the HJ residual is fitted: uniform on the data's bounding box × [0, T] (the
         paper), ``data``: at time t = sT the point (1 − s) x + s y of a fresh source and
@@ -349,15 +347,13 @@ class NCF(OTMethod):
         return (w * sq).mean()
 
     def mmd_term(self, matching: str | None = None, n_mmd: int | None = None) -> Tensor:
-        """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms (or the Sinkhorn divergences with
-        ``matching="sinkhorn"``) on ``n_mmd`` samples a side, summed over classes if
-        conditional; ``matching`` and ``n_mmd`` default to the method's.
+        """ED(T#μ, ν) + ED(S#ν, μ) without θ-free terms (or S_ε with ``matching="sinkhorn"``)
+        on ``n_mmd`` points a side (default: the method's), summed over classes if conditional.
 
         The classes' samples are stacked to (K, n, d): one pass of each map over all K·n
         points and one batched energy distance, instead of 2K small passes.
         """
-        matching = matching or self.matching
-        n_mmd = n_mmd or self.n_mmd
+        matching, n_mmd = matching or self.matching, n_mmd or self.n_mmd
         groups = self.problem.classes if self.conditional else (None,)
         n = n_mmd // len(groups) if self.conditional else n_mmd
         xs, ys = [], []
@@ -375,12 +371,9 @@ class NCF(OTMethod):
 
     def polishing(self, step: int) -> bool:
         """Whether ``step`` is in the last ``polish_steps`` of ``trainer.max_steps``."""
-        if not self.polish_steps:
-            return False
-        max_steps = int(self.trainer.max_steps)
-        if max_steps < 0:
+        if self.polish_steps and self.trainer.max_steps < 0:
             raise ConfigError("method.polish_steps needs a step budget: set trainer.max_steps")
-        return step >= max_steps - self.polish_steps
+        return bool(self.polish_steps) and step >= self.trainer.max_steps - self.polish_steps
 
     def training_loss(self, step: int):
         polish = self.polishing(step)
