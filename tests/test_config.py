@@ -172,3 +172,15 @@ def test_latent_size_follows_the_task_unless_d_is_given(overrides, size):
 )
 def test_latent_mnist_tasks_match_classes_by_sinkhorn_divergence(overrides, matching):
     assert cfg_with(*overrides).method.matching == matching
+
+
+@pytest.mark.parametrize(
+    ("budget", "steps", "scheduler"),
+    [("small", 4000, None), ("paper", 8000, "torch.optim.lr_scheduler.StepLR")],
+)
+def test_t5_paper_budget_halves_the_learning_rate(budget, steps, scheduler):
+    cfg = cfg_with("experiment=t5", f"budget={budget}")
+    assert cfg.trainer.max_steps == steps
+    assert cfg.scheduler.get("_target_") == scheduler
+    if scheduler:
+        assert (cfg.scheduler.step_size, cfg.scheduler.gamma) == (2000, 0.5)

@@ -68,8 +68,8 @@ def test_t1a_d2_paper_budget_reaches_the_paper(tmp_path):
     1,000 steps polished with the Sinkhorn divergence), the paper's protocol of problem seeds
     0-2: the seed mean of the forward UVP reaches the NCF paper's 0.010 % and the backward map's
     mean is within 2x of it. ~50 min a seed on one CPU core (a few minutes on a GPU). Measured
-    (200,000-point draws, 2026-12-06): seeds 0 / 1 / 2 0.0089 / 0.0037 / 0.0084 % forward with the polish
-    (2026-12-06/07; mean 0.0070, backward 0.0119 / 0.0021 / 0.0197); without it
+    (200,000-point draws, 2026-12-06/07): seeds 0 / 1 / 2 0.0089 / 0.0037 / 0.0084 % forward
+    with the polish (mean 0.0070, backward 0.0119 / 0.0021 / 0.0197); without it
     seeds 0 / 1 / 2 0.0156 / 0.0012 / 0.0397 % forward (mean 0.0188, failing on seed 2's
     tails), and seed 2's final checkpoint polished for 1,000 steps 0.0072 / 0.0174 %."""
     fwd, bwd = [], []
