@@ -184,3 +184,20 @@ def test_t5_paper_budget_halves_the_learning_rate(budget, steps, scheduler):
     assert cfg.scheduler.get("_target_") == scheduler
     if scheduler:
         assert (cfg.scheduler.step_size, cfg.scheduler.gamma) == (2000, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("d", "budget", "steps", "lr_step", "polish"),
+    [
+        (2, "small", 1500, 5000, 150),
+        (4, "small", 1500, 5000, 100),
+        (8, "small", 1500, 5000, 0),
+        (16, "small", 4000, 1500, 0),
+        (2, "paper", 20000, 5000, 1000),
+        (16, "paper", 20000, 5000, 0),
+    ],
+)
+def test_t1a_budget_settings_follow_d(d, budget, steps, lr_step, polish):
+    cfg = cfg_with("experiment=t1a", f"d={d}", f"budget={budget}")
+    assert cfg.trainer.max_steps == steps and cfg.scheduler.step_size == lr_step
+    assert cfg.method.polish_steps == polish and cfg.method.sinkhorn_eps == 0.1
