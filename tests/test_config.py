@@ -151,7 +151,7 @@ def test_lagrangian_and_ncf_report_the_weight_average_by_default():
     [
         (["problem.task=mnist_task1"], 8),
         (["problem.task=mnist_task2"], 8),
-        (["problem.task=fmnist_to_mnist"], 32),
+        (["problem.task=fmnist_to_mnist"], 16),
         (["problem.task=mnist_task2", "d=16"], 16),
     ],
 )
@@ -165,25 +165,29 @@ def test_latent_size_follows_the_task_unless_d_is_given(overrides, size):
     [
         (["experiment=t5", "problem.task=mnist_task2"], "sinkhorn"),
         (["method=ncf", "problem=latent", "problem.task=mnist_task1"], "sinkhorn"),  # plain run
-        (["experiment=t5"], "energy"),  # fmnist_to_mnist keeps the paper's energy distance
+        (["experiment=t5"], "sinkhorn"),  # fmnist_to_mnist
         (["method=ncf", "problem=toy2d_classes"], "energy"),
         (["experiment=t5", "problem.task=mnist_task1", "method.matching=energy"], "energy"),
     ],
 )
-def test_latent_mnist_tasks_match_classes_by_sinkhorn_divergence(overrides, matching):
+def test_latent_tasks_match_classes_by_sinkhorn_divergence(overrides, matching):
     assert cfg_with(*overrides).method.matching == matching
 
 
 @pytest.mark.parametrize(
-    ("budget", "steps", "scheduler"),
-    [("small", 4000, None), ("paper", 8000, "torch.optim.lr_scheduler.StepLR")],
+    ("task", "budget", "steps", "lr_step", "gamma"),
+    [
+        ("mnist_task2", "small", 4000, 1000, 1.0),  # a fixed rate
+        ("fmnist_to_mnist", "small", 4000, 1000, 0.5),
+        ("mnist_task2", "paper", 8000, 2000, 0.5),
+        ("fmnist_to_mnist", "paper", 8000, 2000, 0.5),
+    ],
 )
-def test_t5_paper_budget_halves_the_learning_rate(budget, steps, scheduler):
-    cfg = cfg_with("experiment=t5", f"budget={budget}")
+def test_t5_budgets_set_the_learning_rate_halvings(task, budget, steps, lr_step, gamma):
+    cfg = cfg_with("experiment=t5", f"budget={budget}", f"problem.task={task}")
     assert cfg.trainer.max_steps == steps
-    assert cfg.scheduler.get("_target_") == scheduler
-    if scheduler:
-        assert (cfg.scheduler.step_size, cfg.scheduler.gamma) == (2000, 0.5)
+    assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.StepLR"
+    assert (cfg.scheduler.step_size, cfg.scheduler.gamma) == (lr_step, gamma)
 
 
 @pytest.mark.parametrize(
