@@ -76,11 +76,25 @@ class ProblemProgress(pl.Callback):
 
 
 class StepTimer(pl.Callback):
-    """Wall-clock time of every training step (device-synchronised)."""
+    """Wall-clock time of every training step (device-synchronised), and what the run's earlier
+    segments took: a checkpoint carries the time and steps up to it, so a resumed run reports
+    the whole run's ``earlier_s + this segment`` and ``earlier_steps + len(times)``."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self._t = 0.0
+        self.started = time.perf_counter()
+        self.earlier_s, self.earlier_steps = 0.0, 0
+
+    def state_dict(self) -> dict:
+        return {
+            "train_s": self.earlier_s + time.perf_counter() - self.started,
+            "steps": self.earlier_steps + len(self.times),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.earlier_s = float(state_dict.get("train_s", 0.0))
+        self.earlier_steps = int(state_dict.get("steps", 0))
 
     def _sync(self, pl_module) -> None:
         if pl_module.device.type == "cuda":

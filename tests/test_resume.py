@@ -82,6 +82,7 @@ def test_sigterm_checkpoint_then_resume_matches_the_uninterrupted_run(tmp_path, 
         assert wrong not in proc.stdout + proc.stderr  # Lightning's messages that do not apply
     resumed = read_results(tmp_path / "cut")
     assert resumed["status"] == "ok" and resumed["step"] == 300
+    assert resumed["timing"]["steps"] == 300  # the whole run's steps, not the resumed segment's
     assert resumed["metrics"].keys() == full_metrics.keys()
     for key, value in full_metrics.items():
         assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5), key
@@ -94,12 +95,14 @@ def test_a_finished_run_trains_on_with_a_larger_budget(tmp_path, full_metrics):
     2026-12-06: the 300-step run's forward UVP 0.466, the 150-step run's 0.689). Resumed again
     at 300 it trains nothing and says so."""
     train(tmp_path, *LONG, "trainer.max_steps=150", f"hydra.run.dir={tmp_path / 'half'}")
-    half = read_results(tmp_path / "half")["metrics"]
+    first = read_results(tmp_path / "half")
+    half = first["metrics"]
 
     ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
     train(tmp_path, *LONG, f"hydra.run.dir={tmp_path / 'half'}", f"ckpt_path={ckpt}")
     more = read_results(tmp_path / "half")
-    assert more["status"] == "ok" and more["step"] == 300 and more["timing"]["steps"] == 150
+    assert more["status"] == "ok" and more["step"] == 300 and more["timing"]["steps"] == 300
+    assert more["timing"]["train_s"] > first["timing"]["train_s"]  # both segments counted
     for key in ("uvp_fwd", "uvp_bwd"):
         assert more["metrics"][key] == pytest.approx(full_metrics[key], rel=0.1), key
         assert half[key] > 1.3 * full_metrics[key], key  # so the check above sees the extra steps
