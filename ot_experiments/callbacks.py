@@ -86,11 +86,16 @@ class StepTimer(pl.Callback):
         self.started = time.perf_counter()
         self.earlier_s, self.earlier_steps = 0.0, 0
 
+    def run_s(self) -> float:
+        """Seconds of the whole run so far: the earlier segments' and this one's."""
+        return self.earlier_s + time.perf_counter() - self.started
+
+    def run_steps(self) -> int:
+        """Training steps of the whole run so far."""
+        return self.earlier_steps + len(self.times)
+
     def state_dict(self) -> dict:
-        return {
-            "train_s": self.earlier_s + time.perf_counter() - self.started,
-            "steps": self.earlier_steps + len(self.times),
-        }
+        return {"train_s": self.run_s(), "steps": self.run_steps()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.earlier_s = float(state_dict.get("train_s", 0.0))

@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict:
             )
         trainer.save_checkpoint(stopper.path)
         stopper.saved_step = int(trainer.global_step)  # a signal from here on points at it
-        train_s = time.perf_counter() - t_start
+        train_s = timer.run_s()
         results["step"] = int(trainer.global_step)
         if trainer.is_global_zero:
             _finish(cfg, problem, method, results, out)

