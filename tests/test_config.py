@@ -205,3 +205,20 @@ def test_t1a_budget_settings_follow_d(d, budget, steps, lr_step, polish):
     cfg = cfg_with("experiment=t1a", f"d={d}", f"budget={budget}")
     assert cfg.trainer.max_steps == steps and cfg.scheduler.step_size == lr_step
     assert cfg.method.polish_steps == polish and cfg.method.sinkhorn_eps == 0.1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "width", "steps", "lr_step"),
+    [
+        (["experiment=t1c", "d=2"], 20, 1000, 10),  # the authors' reference settings
+        (["experiment=t1c", "d=10", "budget=paper"], 20, 1000, 10),
+        (["experiment=t1c", "d=50", "budget=paper"], 25, 2000, 20),  # L·H >= d, 2,000 steps
+        (["method=lagrangian", "problem=gaussian", "d=51"], 26, 2040, 20),
+        (["experiment=t1b"], 20, 1000, 10),
+        (["method=lagrangian", "problem=crowd_motion"], 20, 1000, 10),  # no Gaussian recipe
+    ],
+)
+def test_lagrangian_gaussian_width_and_steps_follow_d(overrides, width, steps, lr_step):
+    cfg = cfg_with(*overrides)
+    assert cfg.network.width == width and cfg.trainer.max_steps == steps
+    assert cfg.scheduler.step_size == lr_step
