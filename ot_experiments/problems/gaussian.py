@@ -41,23 +41,6 @@ def gaussian_ot_matrix(cov0: Tensor, cov1: Tensor) -> Tensor:
     return 0.5 * (a + a.T)
 
 
-def displacement_velocity(z: Tensor, t: float, mean0: Tensor, mean1: Tensor, a: Tensor) -> Tensor:
-    """Eulerian velocity of the OT displacement interpolation between Gaussians at time t.
-
-    With T(x) = m1 + A (x − m0), particles move as z(t) = x + t (T(x) − x) with constant
-    velocity T(x) − x, so at a point z at time t
-
-        v(z, t) = (m1 − m0) + (A − I) (I + t (A − I))⁻¹ (z − m0 − t (m1 − m0)).
-
-    Shapes: z (n, d), mean0 and mean1 (d,), A (d, d) symmetric PD → (n, d).
-    """
-    eye = torch.eye(a.shape[0], dtype=z.dtype, device=z.device)
-    a = a.to(z)
-    shift = (mean1 - mean0).to(z)
-    x0 = torch.linalg.solve(eye + t * (a - eye), (z - mean0.to(z) - t * shift).T).T
-    return shift + x0 @ (a - eye).T
-
-
 def gaussian_w2_sq(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> float:
     """W2²(N(m0,Σ0), N(m1,Σ1)) = ‖m0 − m1‖² + tr(Σ0 + Σ1 − 2 (Σ0^{½} Σ1 Σ0^{½})^{½})."""
     s0 = sqrtm_psd(cov0)
