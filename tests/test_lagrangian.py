@@ -10,12 +10,7 @@ import pytest
 import torch
 
 from ot_experiments.errors import ConfigError
-from ot_experiments.methods.lagrangian import (
-    Lagrangian,
-    h1_regulariser,
-    kinetic_energy,
-    path_excess,
-)
+from ot_experiments.methods.lagrangian import Lagrangian, h1_regulariser, kinetic_energy
 from ot_experiments.networks.nodal import FrozenField, NodalVelocity, NodalWeightsVelocity
 from ot_experiments.ode import (
     refine_path,
@@ -167,19 +162,6 @@ def test_kinetic_energy_and_h1_closed_forms():
     jac = torch.ones(11, 4) * torch.linspace(0, 1, 11)[:, None]  # ∫ t dt = 1/2 per point
     assert float(h1_regulariser(jac, 10, "sum")) == pytest.approx(2.0)
     assert float(h1_regulariser(jac, 10, "mean")) == pytest.approx(0.5)
-
-
-def test_path_excess_of_an_accelerating_path():
-    """z(t) = x + c t² (v = 2ct): E = 4/3 ‖c‖², ‖z(1) − x‖² = ‖c‖², excess ‖c‖²/3; a constant
-    velocity has none."""
-    c = torch.tensor([[1.0, -2.0], [0.5, 0.0]])  # ‖c‖² = 5 and 0.25
-    x = torch.randn(2, 2)
-    t = torch.linspace(0, 1, 21)[:, None, None]
-    w = torch.full((2,), 0.5)
-    energy = kinetic_energy(2 * c * t, w, 10)  # Simpson: exact for ‖v‖² quadratic in t
-    assert float(path_excess(energy, x, x + c, w)) == pytest.approx((5 + 0.25) / 2 / 3, rel=1e-5)
-    still = kinetic_energy(c.expand(21, -1, -1), w, 10)
-    assert float(path_excess(still, x, x + c, w)) == pytest.approx(0.0, abs=1e-5)
 
 
 # -- the loss on a known solution ---------------------------------------------------------

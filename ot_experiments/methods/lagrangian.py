@@ -68,15 +68,6 @@ def penalised_shift_energy(w2_sq: float, kl_weight: float) -> float:
     return w2_sq * s * s
 
 
-def path_excess(energy: Tensor, x: Tensor, z1: Tensor, weights: Tensor) -> Tensor:
-    """E − Σᵢ wᵢ ‖zᵢ(1) − xᵢ‖²: the energy spent off straight constant-speed paths.
-
-    By Jensen, ∫₀¹‖v‖² dt ≥ ‖∫₀¹ v dt‖² = ‖z(1) − x‖² per path, with equality only for a
-    straight path at constant speed (the OT paths). energy scalar, x and z1 (n, d), weights (n,).
-    """
-    return energy - (z1 - x).square().sum(-1) @ weights
-
-
 def h1_regulariser(jac_sq: Tensor, n_intervals: int, normalization: str = "sum") -> Tensor:
     """R = Σⱼ ∫₀¹ ‖∇v(yⱼ, t)‖_F² dt (trapezoid over the N + 1 interval ends).
 
@@ -174,7 +165,6 @@ class Lagrangian(OTMethod):
         obstacle_ramp_start: float = 1e-3,
         importance_box: float = 10.0,
         eval_points: int = 2000,
-        straightness_weight: float = 0.0,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
         if gradient not in ("backprop", "adjoint"):
@@ -233,7 +223,6 @@ class Lagrangian(OTMethod):
         self.h1_points, self.h1_box = int(h1_points), float(h1_box)
         self.h1_normalization = h1_normalization
         self.gradient, self.importance = gradient, importance
-        self.straightness_weight = float(straightness_weight)
         self.importance_box = float(importance_box)
         self.save_hyperparameters(
             {
@@ -314,10 +303,6 @@ class Lagrangian(OTMethod):
         kl = kl_estimate(ells[-1], self.problem.log_density_target(zs[-1]), w)
         loss = energy + self.kl_weight * kl
         logs = {"energy": energy.detach(), "kl": kl.detach()}
-        if self.straightness_weight > 0:
-            excess = path_excess(energy, zs[0], zs[-1], w)
-            loss = loss + self.straightness_weight * excess
-            logs["path_excess"] = excess.detach()
         if self.h1_weight > 0:
             h1 = self.h1_term()
             loss = loss + self.h1_weight * h1
@@ -400,6 +385,5 @@ __all__ = [
     "kinetic_energy",
     "kl_estimate",
     "obstacle_ramp_factor",
-    "path_excess",
     "penalised_shift_energy",
 ]

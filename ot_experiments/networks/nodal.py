@@ -85,13 +85,7 @@ class _TanhNodes(nn.Module):
     """
 
     def __init__(
-        self,
-        in_dim: int,
-        out_dim: int | None,
-        time_intervals: int,
-        n_terms: int,
-        width: int,
-        output_init: float = 1.0,
+        self, in_dim: int, out_dim: int | None, time_intervals: int, n_terms: int, width: int
     ):
         super().__init__()
         out_dim = in_dim if out_dim is None else out_dim
@@ -108,10 +102,6 @@ class _TanhNodes(nn.Module):
         self.b1 = _uniform((nodes, k), 1 / math.sqrt(in_dim))
         self.w2 = _uniform((nodes, in_dim, k), 1 / math.sqrt(width))
         self.b2 = _uniform((nodes, n_terms, in_dim), 1 / math.sqrt(width))
-        if output_init != 1.0:  # trial: scale the output layer's initial weights
-            with torch.no_grad():
-                self.w2.mul_(output_init)
-                self.b2.mul_(output_init)
 
     def layer(self, t: float | Tensor) -> Layer:
         """The effective tanh layer (W1, b1, W2, b2) at time t."""
@@ -176,15 +166,9 @@ class NodalVelocity(_TanhNodes):
     """
 
     def __init__(
-        self,
-        in_dim,
-        out_dim=None,
-        time_intervals: int = 5,
-        n_terms: int = 2,
-        width: int = 20,
-        output_init: float = 1.0,
+        self, in_dim, out_dim=None, time_intervals: int = 5, n_terms: int = 2, width: int = 20
     ):
-        super().__init__(in_dim, out_dim, time_intervals, n_terms, width, output_init)
+        super().__init__(in_dim, out_dim, time_intervals, n_terms, width)
 
     def layers(self, times):
         i, s = self._hat(times)
@@ -228,15 +212,9 @@ class NodalWeightsVelocity(_TanhNodes):
     """
 
     def __init__(
-        self,
-        in_dim,
-        out_dim=None,
-        time_intervals: int = 5,
-        n_terms: int = 2,
-        width: int = 20,
-        output_init: float = 1.0,
+        self, in_dim, out_dim=None, time_intervals: int = 5, n_terms: int = 2, width: int = 20
     ):
-        super().__init__(in_dim, out_dim, time_intervals, n_terms, width, output_init)
+        super().__init__(in_dim, out_dim, time_intervals, n_terms, width)
 
     def layers(self, times):
         i, s = self._hat(times)
