@@ -3,8 +3,8 @@
 Two measurements on one Gaussian test (default Test 2 at d = 50, the hardest T1c cell):
 
 1. **Capacity.** Fit the nodal velocity network by regression to the exact velocity of the
-   OT displacement interpolation (at z = x + t (T(x) − x) it is T(x) − x) and report E, the map cost
-   mean ‖z(1) − x‖² and KL of the fitted flow. If a width cannot get KL near 0 here, no
+   OT displacement interpolation (at z = x + t (T(x) − x) it is T(x) − x) and report E, the
+   map cost mean ‖z(1) − x‖² and KL of the fitted flow. If a width cannot get KL near 0 here, no
    training of the loss can.
 2. **Where the loss holds it.** From that fit, train the method's own loss E + λ KL + α R with
    plain Adam at a fixed learning rate and watch KL and E drift away from the exact flow: to
@@ -65,13 +65,12 @@ def fit_exact(method, problem, steps: int, batch: int = 1024, times: int = 16) -
     per = batch // times
     for _ in range(steps):
         x = problem.sample_source(batch)
-        tx = problem.transport_true(x)
+        v = problem.transport_true(x) - x
         loss = 0.0
         for j, t in enumerate(torch.randint(0, 17, (times,)).tolist()):
-            t = t / 16
-            v = (tx - x)[j * per : (j + 1) * per]
-            z = x[j * per : (j + 1) * per] + t * v
-            loss = loss + (method.net(z, t) - v).square().sum(1).mean() / times
+            part = slice(j * per, (j + 1) * per)
+            z = x[part] + t / 16 * v[part]
+            loss = loss + (method.net(z, t / 16) - v[part]).square().sum(1).mean() / times
         opt.zero_grad()
         loss.backward()
         opt.step()
