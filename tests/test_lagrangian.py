@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ot_experiments.errors import ConfigError
-from ot_experiments.methods.lagrangian import Lagrangian, h1_regulariser, kinetic_energy
+from ot_experiments.methods.lagrangian import Lagrangian
+from ot_experiments.methods.lagrangian_terms import (
+    h1_regulariser,
+    kinetic_energy,
+    kl_weight_at,
+    path_excess,
+)
 from ot_experiments.networks.nodal import FrozenField, NodalVelocity, NodalWeightsVelocity
 from ot_experiments.ode import (
     refine_path,
@@ -164,6 +170,28 @@ def test_kinetic_energy_and_h1_closed_forms():
     assert float(h1_regulariser(jac, 10, "mean")) == pytest.approx(0.5)
 
 
+def test_path_excess_of_an_accelerating_path():
+    """z(t) = x + c t² (v = 2ct): E = 4/3 ‖c‖², ‖z(1) − x‖² = ‖c‖², excess ‖c‖²/3; a constant
+    velocity has none."""
+    c = torch.tensor([[1.0, -2.0], [0.5, 0.0]])  # ‖c‖² = 5 and 0.25
+    x = torch.randn(2, 2)
+    t = torch.linspace(0, 1, 21)[:, None, None]
+    w = torch.full((2,), 0.5)
+    energy = kinetic_energy(2 * c * t, w, 10)  # Simpson: exact for ‖v‖² quadratic in t
+    assert float(path_excess(energy, x, x + c, w)) == pytest.approx((5 + 0.25) / 2 / 3, rel=1e-5)
+    still = kinetic_energy(c.expand(21, -1, -1), w, 10)
+    assert float(path_excess(still, x, x + c, w)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_kl_weight_is_fixed_then_geometric():
+    assert kl_weight_at(0, 1000, 1e3, 1e4, 0.4) == 1e3
+    assert kl_weight_at(400, 1000, 1e3, 1e4, 0.4) == 1e3
+    assert kl_weight_at(700, 1000, 1e3, 1e4, 0.4) == pytest.approx(1e3 * 10**0.5)
+    assert kl_weight_at(1000, 1000, 1e3, 1e4, 0.4) == pytest.approx(1e4)
+    assert kl_weight_at(1000, 1000, 1e3, None, 0.4) == 1e3  # no end value: the paper's fixed λ
+    assert kl_weight_at(500, 0, 1e3, 1e4, 0.4) == 1e3  # outside a trainer
+
+
 # -- the loss on a known solution ---------------------------------------------------------
 def _constant_shift_field(method: Lagrangian, shift: torch.Tensor) -> None:
     """Set the network to v ≡ shift (W2 = 0, biases sum to the shift)."""
@@ -192,6 +220,16 @@ def test_loss_is_the_exact_cost_on_the_exact_solution():
     assert abs(metrics["kl"]) < 1e-4 and metrics["map_cost"] == pytest.approx(16.0, rel=1e-4)
     traj = method.trajectory(x, torch.tensor([0.0, 0.5, 1.0]))
     torch.testing.assert_close(traj[1], x + torch.tensor([-2.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_straightening_term_vanishes_on_the_exact_solution():
+    """κ·(E − M) adds nothing on straight constant-speed paths (v ≡ −4e1 on Test 1)."""
+    method = _method(GaussianProblem(3, preset="shift"), straightness_weight=10.0)
+    _constant_shift_field(method, torch.tensor([-4.0, 0.0, 0.0]))
+    torch.manual_seed(0)
+    loss, logs = method.training_loss(0)
+    assert float(logs["path_excess"]) == pytest.approx(0.0, abs=1e-3)
+    assert float(loss) == pytest.approx(16.0, rel=1e-4)
 
 
 def test_a_wrong_field_pays_a_kl_penalty():
@@ -255,6 +293,9 @@ def test_reference_alpha_table():
         ({"obstacle_weight": 5.0}, "no cost along paths"),
         ({"obstacle_refine": 0}, "need an integer >= 1"),
         ({"obstacle_ramp_start": 0.0}, "a start factor in"),
+        ({"straightness_weight": -1.0}, "need κ >= 0"),
+        ({"kl_ramp_from": 1.0}, "a ramp start in"),
+        ({"kl_weight_end": 0.0}, "need a positive λ"),
     ],
 )
 def test_bad_settings_raise_one_sentence(kw, message):
@@ -311,7 +352,7 @@ def test_refined_path_sees_a_jump_across_a_wall():
 
 
 def test_obstacle_ramp_factor_is_geometric():
-    from ot_experiments.methods.lagrangian import obstacle_ramp_factor
+    from ot_experiments.methods.lagrangian_terms import obstacle_ramp_factor
 
     assert obstacle_ramp_factor(0, 0, 1e-3) == 1.0
     assert obstacle_ramp_factor(0, 300, 1e-3) == pytest.approx(1e-3)

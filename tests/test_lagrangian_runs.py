@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ot_experiments.methods.lagrangian import penalised_shift_energy
+from ot_experiments.methods.lagrangian_terms import penalised_shift_energy
 
 from .conftest import read_results, run_folders, train
 

@@ -6,10 +6,11 @@ A velocity field v_θ(x, t) (``networks.nodal``) moves B samples xᵢ ∼ ρ0 al
 
 integrated by fixed-step RK4 (N outer intervals × k sub-steps). The loss is
 
-    F = E + λ·KL + α·R + λ_P·Q,
+    F = E + λ·KL + α·R + κ·(E − M) + λ_P·Q,
     E  = ∫₀¹ Σᵢ wᵢ ‖v(zᵢ(t), t)‖² dt                    (kinetic energy = reported W2²)
     KL = Σᵢ wᵢ [ℓᵢ(1) − ln ρ1(zᵢ(1))]                    (Monte-Carlo KL(ρ(·, 1) ‖ ρ1))
     R  = Σⱼ ∫₀¹ ‖∇v(yⱼ, t)‖_F² dt, yⱼ ∼ U([−c, c]^d)     (H¹ regulariser, trapezoid in t)
+    M  = Σᵢ wᵢ ‖zᵢ(1) − xᵢ‖²                             (straight map cost; E − M ≥ 0)
     Q  = ∫₀¹ Σᵢ wᵢ Qobs(zᵢ(t)) dt                         (crowd motion)
 
 with wᵢ = 1/B (or the importance weights ρ0(xᵢ)/(μ0(xᵢ) B) when xᵢ ∼ μ0 uniform; ρ/μ is
@@ -33,6 +34,14 @@ from torch import Tensor, nn
 
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
+from ot_experiments.methods.lagrangian_terms import (
+    h1_regulariser,
+    kinetic_energy,
+    kl_estimate,
+    kl_weight_at,
+    obstacle_ramp_factor,
+    path_excess,
+)
 from ot_experiments.networks.nodal import FrozenField
 from ot_experiments.ode import (
     path_integral,
@@ -40,51 +49,7 @@ from ot_experiments.ode import (
     rk4_characteristics,
     rk4_path,
     rk4_stage_times,
-    simpson,
-    trapezoid,
 )
-
-
-# -- the loss terms as pure functions -----------------------------------------------------
-def kinetic_energy(vs: Tensor, weights: Tensor, n_intervals: int) -> Tensor:
-    """E = ∫₀¹ Σᵢ wᵢ ‖vᵢ(t)‖² dt (Simpson); vs (2N+1, n, d), weights (n,) → scalar."""
-    return simpson(vs.square().sum(-1) @ weights, n_intervals)
-
-
-def kl_estimate(ell1: Tensor, log_rho1: Tensor, weights: Tensor) -> Tensor:
-    """Monte-Carlo KL(ρ(·, 1) ‖ ρ1) = Σᵢ wᵢ [ℓᵢ(1) − ln ρ1(zᵢ(1))]; (n,), (n,), (n,) → scalar."""
-    return (ell1 - log_rho1) @ weights
-
-
-def penalised_shift_energy(w2_sq: float, kl_weight: float) -> float:
-    """E at the minimum of E + λ·KL between N(m, I) and N(m + Δ, I) (α = 0), W2² = ‖Δ‖².
-
-    Over the straight shifts x ↦ x + sΔ (the minimisers among Gaussian end points):
-    E = s² W2², KL = (1 − s)² W2² / 2, so s* = λ / (λ + 2) and E* = W2² (λ / (λ + 2))². A fully
-    converged run of the penalised loss therefore transports short, by 1 − s*² ≈ 4 / λ
-    (0.40 % at the paper's λ = 1000) on T1c's Tests 1 and 3.
-    """
-    s = kl_weight / (kl_weight + 2.0)
-    return w2_sq * s * s
-
-
-def h1_regulariser(jac_sq: Tensor, n_intervals: int, normalization: str = "sum") -> Tensor:
-    """R = Σⱼ ∫₀¹ ‖∇v(yⱼ, t)‖_F² dt (trapezoid over the N + 1 interval ends).
-
-    ``jac_sq`` (N + 1, s); ``normalization="mean"`` divides by the number of points s.
-    """
-    per_point = trapezoid(jac_sq, n_intervals)
-    return per_point.sum() if normalization == "sum" else per_point.mean()
-
-
-def obstacle_ramp_factor(step: int, ramp_steps: int, start: float) -> float:
-    """Geometric continuation start^(1 − k/K) for step k < K = ``ramp_steps``, then 1.
-
-    ``ramp_steps = 0`` gives 1 at every step.
-    """
-    if ramp_steps <= 0 or step >= ramp_steps:
-        return 1.0
-    return start ** (1.0 - step / ramp_steps)
 
 
 class _AugmentedField(nn.Module):
@@ -137,6 +102,11 @@ class Lagrangian(OTMethod):
         value (crowd motion: 300 steps for the maze walls of maze1–maze3), else 0.
     importance : {"none", "uniform"}
         Sample the characteristics from ρ0 or from μ0 = U([−c, c]^d), c = ``importance_box``.
+    straightness_weight : float
+        κ ≥ 0 of the straightening term κ·(E − M) (``path_excess``; 0 = off, the paper's loss).
+    kl_weight_end, kl_ramp_from : float or None, float
+        λ rises geometrically from ``kl_weight`` to ``kl_weight_end`` over the budget's last
+        1 − r, r = ``kl_ramp_from`` (``kl_weight_at``); None keeps λ fixed (the paper).
     """
 
     needs = frozenset({"samples", "log_density"})
@@ -165,6 +135,9 @@ class Lagrangian(OTMethod):
         obstacle_ramp_start: float = 1e-3,
         importance_box: float = 10.0,
         eval_points: int = 2000,
+        straightness_weight: float = 0.0,
+        kl_weight_end: float | None = None,
+        kl_ramp_from: float = 0.4,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
         if gradient not in ("backprop", "adjoint"):
@@ -220,6 +193,20 @@ class Lagrangian(OTMethod):
                 "(e.g. an obstacle); use problem=crowd_motion or obstacle_weight=0"
             )
         self.obstacle_weight = float(obstacle_weight)
+        if float(straightness_weight) < 0 or not 0 <= float(kl_ramp_from) < 1:
+            raise ConfigError(
+                f"method.straightness_weight={straightness_weight}, "
+                f"method.kl_ramp_from={kl_ramp_from} are not valid: need κ >= 0 and a "
+                "ramp start in [0, 1) (a fraction of trainer.max_steps)"
+            )
+        if kl_weight_end is not None and float(kl_weight_end) <= 0:
+            raise ConfigError(
+                f"method.kl_weight_end={kl_weight_end} is not valid: need a positive λ "
+                "(or null for a fixed λ)"
+            )
+        self.straightness_weight = float(straightness_weight)
+        self.kl_weight_end = None if kl_weight_end is None else float(kl_weight_end)
+        self.kl_ramp_from = float(kl_ramp_from)
         self.h1_points, self.h1_box = int(h1_points), float(h1_box)
         self.h1_normalization = h1_normalization
         self.gradient, self.importance = gradient, importance
@@ -301,8 +288,14 @@ class Lagrangian(OTMethod):
         zs, ells, vs, z_fine = self.characteristics(x, log_rho0, adjoint=self.gradient == "adjoint")
         energy = kinetic_energy(vs, w, self.n_intervals)
         kl = kl_estimate(ells[-1], self.problem.log_density_target(zs[-1]), w)
-        loss = energy + self.kl_weight * kl
+        total = int(self.trainer.max_steps) if self._trainer is not None else 0
+        kl_weight = kl_weight_at(step, total, self.kl_weight, self.kl_weight_end, self.kl_ramp_from)
+        loss = energy + kl_weight * kl
         logs = {"energy": energy.detach(), "kl": kl.detach()}
+        if self.straightness_weight > 0:
+            excess = path_excess(energy, zs[0], zs[-1], w)
+            loss = loss + self.straightness_weight * excess
+            logs["path_excess"] = excess.detach()
         if self.h1_weight > 0:
             h1 = self.h1_term()
             loss = loss + self.h1_weight * h1
@@ -379,11 +372,4 @@ class Lagrangian(OTMethod):
         return [path]
 
 
-__all__ = [
-    "Lagrangian",
-    "h1_regulariser",
-    "kinetic_energy",
-    "kl_estimate",
-    "obstacle_ramp_factor",
-    "penalised_shift_energy",
-]
+__all__ = ["Lagrangian"]
