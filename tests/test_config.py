@@ -208,17 +208,21 @@ def test_t1a_budget_settings_follow_d(d, budget, steps, lr_step, polish):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "width", "steps", "lr_step"),
+    ("overrides", "width", "steps", "lr_step", "converging"),
     [
-        (["experiment=t1c", "d=2"], 20, 1000, 10),  # the authors' reference settings
-        (["experiment=t1c", "d=10", "budget=paper"], 20, 1000, 10),
-        (["experiment=t1c", "d=50", "budget=paper"], 25, 2000, 20),  # L·H >= d, 2,000 steps
-        (["method=lagrangian", "problem=gaussian", "d=51"], 26, 2040, 20),
-        (["experiment=t1b"], 20, 1000, 10),
-        (["method=lagrangian", "problem=crowd_motion"], 20, 1000, 10),  # no Gaussian recipe
+        (["experiment=t1c", "d=2"], 20, 1000, 10, False),  # the authors' reference settings
+        (["experiment=t1c", "d=10", "budget=paper"], 20, 1000, 10, False),
+        (["experiment=t1c", "d=25"], 20, 1000, 10, False),
+        (["experiment=t1c", "d=50", "budget=paper"], 25, 4000, 40, True),  # L·H >= d, 80·d steps
+        (["method=lagrangian", "problem=gaussian", "d=51"], 26, 4080, 40, True),
+        (["experiment=t1b"], 20, 1000, 10, False),
+        (["method=lagrangian", "problem=crowd_motion"], 20, 1000, 10, False),  # no Gaussian recipe
     ],
 )
-def test_lagrangian_gaussian_width_and_steps_follow_d(overrides, width, steps, lr_step):
+def test_lagrangian_gaussian_recipe_follows_d(overrides, width, steps, lr_step, converging):
+    """Above d = 25 the recipe widens the net, runs 80·d steps and the converging loss."""
     cfg = cfg_with(*overrides)
     assert cfg.network.width == width and cfg.trainer.max_steps == steps
     assert cfg.scheduler.step_size == lr_step
+    loss = (cfg.method.straightness_weight, cfg.method.kl_weight_end, cfg.method.h1_weight)
+    assert loss == ((64, 3000, 0.003) if converging else (0.0, None, "auto"))
