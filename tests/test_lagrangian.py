@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -230,6 +231,17 @@ def test_straightening_term_vanishes_on_the_exact_solution():
     loss, logs = method.training_loss(0)
     assert float(logs["path_excess"]) == pytest.approx(0.0, abs=1e-3)
     assert float(loss) == pytest.approx(16.0, rel=1e-4)
+
+
+def test_reported_kl_weight_is_the_one_in_force():
+    """``kl_weight`` in the metrics follows the late λ rise: the start value, then the end."""
+    problem = GaussianProblem(2, preset="shift")
+    method = _method(problem, kl_weight=1e3, kl_weight_end=1e4, kl_ramp_from=0.5)
+    x = problem.sample_source(64)
+    assert method.extra_metrics(x, problem)["kl_weight"] == 1e3  # outside a trainer
+    for step, expected in [(40, 1e3), (75, 1e3 * 10**0.5), (100, 1e4)]:
+        method._trainer = SimpleNamespace(global_step=step, max_steps=100)
+        assert method.extra_metrics(x, problem)["kl_weight"] == pytest.approx(expected)
 
 
 def test_a_wrong_field_pays_a_kl_penalty():

@@ -283,14 +283,21 @@ class Lagrangian(OTMethod):
         """
         return path_integral(lambda z: self.problem.path_cost(z, step=step), zs, weights)
 
+    def kl_weight_now(self, step: int | None = None) -> float:
+        """λ in force at training step ``step`` (default: the trainer's step; ``kl_weight_at``);
+        outside a trainer, the starting λ."""
+        if self._trainer is None:
+            return self.kl_weight
+        step = int(self.trainer.global_step) if step is None else step
+        total = int(self.trainer.max_steps)
+        return kl_weight_at(step, total, self.kl_weight, self.kl_weight_end, self.kl_ramp_from)
+
     def training_loss(self, step: int):
         x, log_rho0, w = self._starts(self.batch_size)
         zs, ells, vs, z_fine = self.characteristics(x, log_rho0, adjoint=self.gradient == "adjoint")
         energy = kinetic_energy(vs, w, self.n_intervals)
         kl = kl_estimate(ells[-1], self.problem.log_density_target(zs[-1]), w)
-        total = int(self.trainer.max_steps) if self._trainer is not None else 0
-        kl_weight = kl_weight_at(step, total, self.kl_weight, self.kl_weight_end, self.kl_ramp_from)
-        loss = energy + kl_weight * kl
+        loss = energy + self.kl_weight_now(step) * kl
         logs = {"energy": energy.detach(), "kl": kl.detach()}
         if self.straightness_weight > 0:
             excess = path_excess(energy, zs[0], zs[-1], w)
@@ -351,14 +358,14 @@ class Lagrangian(OTMethod):
         return self._integrate(x)[3].to(x.device)
 
     def extra_metrics(self, x: Tensor, problem) -> dict[str, float]:
-        """kl, map_cost = mean ‖z(1) − x‖² (≤ E), and the weights λ, α, λ_P used."""
+        """kl, map_cost = mean ‖z(1) − x‖² (≤ E), and the weights λ (at this step), α, λ_P."""
         zs, ells, _, _ = self._integrate(x)
         n = x.shape[0]
         w = torch.full((n,), 1.0 / n, device=zs.device)
         return {
             "kl": float(kl_estimate(ells[-1], problem.log_density_target(zs[-1]), w)),
             "map_cost": float((zs[-1] - zs[0]).square().sum(1).mean()),
-            "kl_weight": self.kl_weight,
+            "kl_weight": self.kl_weight_now(),
             "h1_weight": self.h1_weight,
             "obstacle_weight": self.obstacle_weight,
         }
