@@ -207,22 +207,29 @@ def test_t1a_budget_settings_follow_d(d, budget, steps, lr_step, polish):
     assert cfg.method.polish_steps == polish and cfg.method.sinkhorn_eps == 0.1
 
 
+# the loss settings of the Gaussian recipe: (κ, λ at the end, α, antithetic batches)
+LOW_D_LOSS = (64, 10000, 0.01, True)  # d <= 25
+HIGH_D_LOSS = (64, 3000, 0.003, False)  # d > 25
+PAPER_LOSS = (0.0, None, "auto", False)  # other problems: the paper's loss
+
+
 @pytest.mark.parametrize(
-    ("overrides", "width", "steps", "lr_step", "converging"),
+    ("overrides", "width", "steps", "lr_step", "loss"),
     [
-        (["experiment=t1c", "d=2"], 20, 1000, 10, False),  # the authors' reference settings
-        (["experiment=t1c", "d=10", "budget=paper"], 20, 1000, 10, False),
-        (["experiment=t1c", "d=25"], 20, 1000, 10, False),
-        (["experiment=t1c", "d=50", "budget=paper"], 25, 4000, 40, True),  # L·H >= d, 80·d steps
-        (["method=lagrangian", "problem=gaussian", "d=51"], 26, 4080, 40, True),
-        (["experiment=t1b"], 20, 1000, 10, False),
-        (["method=lagrangian", "problem=crowd_motion"], 20, 1000, 10, False),  # no Gaussian recipe
+        (["experiment=t1c", "d=2"], 20, 1000, 10, LOW_D_LOSS),  # the reference schedule
+        (["experiment=t1c", "d=10", "budget=paper"], 20, 1000, 10, LOW_D_LOSS),
+        (["experiment=t1c", "d=25"], 20, 1000, 10, LOW_D_LOSS),
+        (["experiment=t1c", "d=50", "budget=paper"], 25, 4000, 40, HIGH_D_LOSS),  # L·H >= d
+        (["method=lagrangian", "problem=gaussian", "d=51"], 26, 4080, 40, HIGH_D_LOSS),
+        (["experiment=t1b"], 20, 1000, 10, LOW_D_LOSS),
+        (["method=lagrangian", "problem=crowd_motion"], 20, 1000, 10, PAPER_LOSS),  # no recipe
     ],
 )
-def test_lagrangian_gaussian_recipe_follows_d(overrides, width, steps, lr_step, converging):
-    """Above d = 25 the recipe widens the net, runs 80·d steps and the converging loss."""
+def test_lagrangian_gaussian_recipe_follows_d(overrides, width, steps, lr_step, loss):
+    """The recipe's loss converges at every d; above d = 25 it widens the net and runs 80·d
+    steps with the decay stretched."""
     cfg = cfg_with(*overrides)
     assert cfg.network.width == width and cfg.trainer.max_steps == steps
     assert cfg.scheduler.step_size == lr_step
-    loss = (cfg.method.straightness_weight, cfg.method.kl_weight_end, cfg.method.h1_weight)
-    assert loss == ((64, 3000, 0.003) if converging else (0.0, None, "auto"))
+    m = cfg.method
+    assert (m.straightness_weight, m.kl_weight_end, m.h1_weight, m.antithetic) == loss

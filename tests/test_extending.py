@@ -40,6 +40,7 @@ def test_walkthrough_problem_runs_with_every_method(scaled_shift, method, tmp_pa
 
     overrides = [
         f"method={method}",
+        "problem=crowd_motion",  # a problem no method has a recipe for, as problem=scaled_shift
         "d=2",
         "debug=fast",
         "logger=none",

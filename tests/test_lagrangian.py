@@ -13,6 +13,7 @@ import torch
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.lagrangian import Lagrangian
 from ot_experiments.methods.lagrangian_terms import (
+    antithetic_batch,
     h1_regulariser,
     kinetic_energy,
     kl_weight_at,
@@ -255,6 +256,23 @@ def test_a_wrong_field_pays_a_kl_penalty():
     assert float(logs["energy"]) == pytest.approx(4.0, rel=1e-5)
 
 
+def test_antithetic_batches_make_the_kl_of_a_shift_exact():
+    """With pairs x, 2c − x the batch mean is c, so for a constant shift s between unit
+    Gaussians the Monte-Carlo KL is exactly ‖s − Δ‖² / 2 (its x·(s − Δ) term cancels)."""
+    half = torch.randn(5, 3)
+    pairs = antithetic_batch(half, torch.tensor([1.0, -2.0, 0.5]))
+    assert pairs.shape == (10, 3)
+    assert torch.allclose(pairs.mean(0), torch.tensor([1.0, -2.0, 0.5]), atol=1e-6)
+    problem = GaussianProblem(2, preset="two_axis_shift")
+    assert torch.equal(problem.source_centre, torch.tensor([-4.0, -4.0]))
+    method = _method(problem, antithetic=True)
+    _constant_shift_field(method, torch.tensor([6.0, 8.0]))  # Δ = (8, 8): KL = (4 + 0) / 2
+    torch.manual_seed(0)
+    _, logs = method.training_loss(0)
+    assert float(logs["kl"]) == pytest.approx(2.0, abs=1e-4)
+    assert float(logs["energy"]) == pytest.approx(100.0, rel=1e-5)
+
+
 def test_importance_sampling_estimates_the_same_energy():
     problem = GaussianProblem(2, preset="shift")
     method = _method(problem, importance="uniform", importance_box=6.0, batch_size=20_000)
@@ -308,6 +326,7 @@ def test_reference_alpha_table():
         ({"straightness_weight": -1.0}, "need κ >= 0"),
         ({"kl_ramp_from": 1.0}, "a ramp start in"),
         ({"kl_weight_end": 0.0}, "need a positive λ"),
+        ({"antithetic": True, "importance": "uniform"}, "needs x ~ ρ0"),
     ],
 )
 def test_bad_settings_raise_one_sentence(kw, message):

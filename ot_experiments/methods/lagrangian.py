@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ot_experiments.errors import ConfigError
 from ot_experiments.methods.base import OTMethod
 from ot_experiments.methods.lagrangian_terms import (
+    antithetic_batch,
     h1_regulariser,
     kinetic_energy,
     kl_estimate,
@@ -107,6 +108,9 @@ class Lagrangian(OTMethod):
     kl_weight_end, kl_ramp_from : float or None, float
         λ rises geometrically from ``kl_weight`` to ``kl_weight_end`` over the budget's last
         1 − r, r = ``kl_ramp_from`` (``kl_weight_at``); None keeps λ fixed (the paper).
+    antithetic : bool
+        Draw each batch as antithetic pairs x, 2c − x about the source's centre of symmetry
+        (``antithetic_batch``; needs a symmetric source, e.g. a Gaussian, and x ~ ρ0).
     """
 
     needs = frozenset({"samples", "log_density"})
@@ -138,6 +142,7 @@ class Lagrangian(OTMethod):
         straightness_weight: float = 0.0,
         kl_weight_end: float | None = None,
         kl_ramp_from: float = 0.4,
+        antithetic: bool = False,
     ) -> None:
         super().__init__(problem, optimizer, scheduler, eval_points=eval_points)
         if gradient not in ("backprop", "adjoint"):
@@ -193,6 +198,12 @@ class Lagrangian(OTMethod):
                 "(e.g. an obstacle); use problem=crowd_motion or obstacle_weight=0"
             )
         self.obstacle_weight = float(obstacle_weight)
+        if antithetic and ("symmetric_source" not in problem.offers or importance != "none"):
+            raise ConfigError(
+                "method.antithetic=true needs x ~ ρ0 (importance=none) from a source that is "
+                "symmetric about a point (e.g. problem=gaussian); set method.antithetic=false"
+            )
+        self.antithetic = bool(antithetic)
         if float(straightness_weight) < 0 or not 0 <= float(kl_ramp_from) < 1:
             raise ConfigError(
                 f"method.straightness_weight={straightness_weight}, "
@@ -263,7 +274,11 @@ class Lagrangian(OTMethod):
             log_rho0 = self.problem.log_density_source(x)
             log_mu0 = -self.dim * math.log(2 * c)
             return x, log_rho0, torch.exp(log_rho0 - log_mu0) / n
-        x = self.problem.sample_source(n, device=self.device)
+        if self.antithetic:
+            half = self.problem.sample_source(n - n // 2, device=self.device)
+            x = antithetic_batch(half, self.problem.source_centre)[:n]
+        else:
+            x = self.problem.sample_source(n, device=self.device)
         w = torch.full((n,), 1.0 / n, device=self.device)
         return x, self.problem.log_density_source(x), w
 

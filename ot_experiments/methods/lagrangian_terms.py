@@ -8,6 +8,7 @@ below.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ot_experiments.ode import simpson, trapezoid
@@ -21,6 +22,13 @@ def kinetic_energy(vs: Tensor, weights: Tensor, n_intervals: int) -> Tensor:
 def kl_estimate(ell1: Tensor, log_rho1: Tensor, weights: Tensor) -> Tensor:
     """Monte-Carlo KL(ρ(·, 1) ‖ ρ1) = Σᵢ wᵢ [ℓᵢ(1) − ln ρ1(zᵢ(1))]; (n,), (n,), (n,) → scalar."""
     return (ell1 - log_rho1) @ weights
+
+
+def antithetic_batch(half: Tensor, centre: Tensor) -> Tensor:
+    """Antithetic pairs [x; 2c − x] (2m, d) from m points x (m, d) of a source symmetric about
+    c (d,). Each half has the source's law, and the batch mean is exactly c, so the sampling
+    noise of the batch mean (the KL gradient's noise along a shift, ~1/√B) drops out."""
+    return torch.cat([half, 2 * centre.to(half) - half])
 
 
 def penalised_shift_energy(w2_sq: float, kl_weight: float) -> float:

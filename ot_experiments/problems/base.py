@@ -8,6 +8,8 @@ A problem never imports a method. It declares what it offers in ``offers``:
 - ``"ground_truth"``: ``transport_true`` / ``inverse_transport_true`` / ``w2_sq_true``
 - ``"path_cost"``: ``path_cost``, a running cost Q(x) paid along paths (crowd motion's
   obstacle)
+- ``"symmetric_source"``: ``source_centre``, a point c about which the source is symmetric,
+  ρ0(2c − x) = ρ0(x) (for antithetic batches)
 
 and talks to methods through a few hooks, all optional: ``label`` (the table cell),
 ``method_hints`` (settings for a method's ``auto`` options), ``set_progress`` (state that
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-CAPABILITIES = ("samples", "labels", "log_density", "ground_truth", "path_cost")
+CAPABILITIES = ("samples", "labels", "log_density", "ground_truth", "path_cost", "symmetric_source")
 
 
 class Problem:
@@ -87,6 +89,11 @@ class Problem:
     def w2_sq_true(self) -> float:
         """Exact W2² = min E‖x − T(x)‖²."""
         raise NotImplementedError(f"{type(self).__name__} has no ground-truth cost")
+
+    @property
+    def source_centre(self) -> Tensor:
+        """Centre of symmetry c of the source, ρ0(2c − x) = ρ0(x), shape (dim,)."""
+        raise NotImplementedError(f"{type(self).__name__} has no symmetric source")
 
     def path_cost(self, x: Tensor, step: int | None = None) -> Tensor:
         """Running cost Q(x) (n,) paid along paths; ``step``: the training step (None after

@@ -125,7 +125,7 @@ class GaussianProblem(Problem):
         Problem seed: the same (preset, d, seed) always gives the same pair.
     """
 
-    offers = frozenset({"samples", "log_density", "ground_truth"})
+    offers = frozenset({"samples", "log_density", "ground_truth", "symmetric_source"})
 
     def __init__(self, dim: int, preset: str = "ncf_benchmark", seed: int = 0) -> None:
         self.dim = require_dim("gaussian", dim)
@@ -157,6 +157,11 @@ class GaussianProblem(Problem):
 
     def sample_source(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
         return self._sample(self.mean0, self.chol0, n, generator, device)
+
+    @property
+    def source_centre(self) -> Tensor:
+        """The source mean m0 (float32): a Gaussian is symmetric about its mean."""
+        return self.mean0.float()
 
     def sample_target(self, n, *, generator=None, device="cpu", cls=None) -> Tensor:
         return self._sample(self.mean1, self.chol1, n, generator, device)
